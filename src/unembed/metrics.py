@@ -1,0 +1,120 @@
+"""Metric definitions, written once and used by training, evaluation, the CLI and the server.
+
+* token accuracy: share of reference positions (up to and including the first EOS) whose
+  predicted id equals the reference id at the same position.
+* exact match: decoded strings equal after whitespace normalisation.
+* BLEU: sacrebleu corpus BLEU.  token F1: bag-of-tokens F1 (as vec2text reports it).
+* cosine: the reconstruction re-embedded by the same encoder against the target vector.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Sequence
+
+import numpy as np
+
+
+def reference_lengths(ref: np.ndarray, eos_id: int) -> np.ndarray:
+    """[B, L] -> [B]: positions up to and including the first EOS (all L when there is none)."""
+    ref = np.asarray(ref)
+    is_eos = ref == eos_id
+    return np.where(is_eos.any(1), is_eos.argmax(1) + 1, ref.shape[1])
+
+
+def token_accuracy_per_row(pred: np.ndarray, ref: np.ndarray, eos_id: int) -> np.ndarray:
+    """[B] share of counted reference positions predicted exactly."""
+    pred, ref = np.asarray(pred), np.asarray(ref)
+    if pred.shape != ref.shape:
+        raise ValueError(f"pred {pred.shape} and ref {ref.shape} differ in shape")
+    length = reference_lengths(ref, eos_id)
+    keep = np.arange(ref.shape[1])[None] < length[:, None]
+    return ((pred == ref) & keep).sum(1) / length
+
+
+def token_accuracy(pred: np.ndarray, ref: np.ndarray, eos_id: int) -> float:
+    """Pooled over all counted positions of the batch."""
+    pred, ref = np.asarray(pred), np.asarray(ref)
+    length = reference_lengths(ref, eos_id)
+    keep = np.arange(ref.shape[1])[None] < length[:, None]
+    return float(((pred == ref) & keep).sum() / keep.sum())
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.split())
+
+
+def exact_match(pred: str, ref: str) -> bool:
+    return normalise(pred) == normalise(ref)
+
+
+def token_f1(pred_tokens: Sequence, ref_tokens: Sequence) -> float:
+    """Bag-of-tokens F1 between two token lists (1.0 when both are empty)."""
+    if not pred_tokens and not ref_tokens:
+        return 1.0
+    common = sum((Counter(pred_tokens) & Counter(ref_tokens)).values())
+    if common == 0:
+        return 0.0
+    p, r = common / len(pred_tokens), common / len(ref_tokens)
+    return 2 * p * r / (p + r)
+
+
+def bleu(preds: Sequence[str], refs: Sequence[str]) -> float:
+    """Corpus BLEU (sacrebleu, default 13a tokenisation), 0-100."""
+    import sacrebleu
+
+    return float(sacrebleu.corpus_bleu(list(preds), [list(refs)]).score)
+
+
+def sentence_bleu(pred: str, ref: str) -> float:
+    import sacrebleu
+
+    return float(sacrebleu.sentence_bleu(pred, [ref]).score)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine of [B, D] arrays."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    na, nb = np.linalg.norm(a, axis=-1), np.linalg.norm(b, axis=-1)
+    return (a * b).sum(-1) / np.maximum(na * nb, 1e-12)
+
+
+def exact_match_rate(preds: Sequence[str], refs: Sequence[str]) -> float:
+    """Share of pairs whose strings are equal after whitespace normalisation (0.0 for no pairs)."""
+    if len(preds) != len(refs):
+        raise ValueError(f"{len(preds)} predictions but {len(refs)} references")
+    if not refs:
+        return 0.0
+    return sum(exact_match(p, r) for p, r in zip(preds, refs)) / len(refs)
+
+
+def mean_token_f1(pred_bags: Sequence[Sequence], ref_bags: Sequence[Sequence]) -> float:
+    """token_f1 per sentence, averaged over sentences (0.0 for no sentences)."""
+    if len(pred_bags) != len(ref_bags):
+        raise ValueError(f"{len(pred_bags)} predictions but {len(ref_bags)} references")
+    if not ref_bags:
+        return 0.0
+    return float(np.mean([token_f1(p, r) for p, r in zip(pred_bags, ref_bags)]))
+
+
+def masked_accuracy(pred: np.ndarray, ref: np.ndarray, masked: np.ndarray, eos_id: int | None = None) -> float:
+    """Teacher-forced accuracy: share of masked positions where pred [B, L] equals ref [B, L].
+
+    With ``eos_id`` only masked positions up to and including the reference's first EOS count
+    (padding after the sentence is excluded). NaN when no position counts.
+    """
+    pred, ref, masked = np.asarray(pred), np.asarray(ref), np.asarray(masked, bool)
+    if not pred.shape == ref.shape == masked.shape:
+        raise ValueError(f"pred {pred.shape}, ref {ref.shape} and masked {masked.shape} differ in shape")
+    keep = masked
+    if eos_id is not None:
+        keep = masked & (np.arange(ref.shape[1])[None] < reference_lengths(ref, eos_id)[:, None])
+    n = int(keep.sum())
+    return float(((pred == ref) & keep).sum() / n) if n else float("nan")
+
+
+def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 95)) -> list[float]:
+    """Linear-interpolated percentiles (numpy's default) of a non-empty sequence."""
+    if len(values) == 0:
+        raise ValueError("no values to take percentiles of")
+    return [float(x) for x in np.percentile(np.asarray(values, np.float64), list(qs))]

@@ -1,0 +1,71 @@
+"""Masking schedules for masked diffusion: pure functions of t in (0, 1].
+
+``alpha(t)`` is the probability that a token is still clean at time ``t``; a token is masked
+with probability ``1 - alpha(t)``. The MDLM ELBO weights the masked-token cross-entropy by
+``w(t) = -alpha'(t) / (1 - alpha(t))``:
+
+* linear:  alpha(t) = 1 - t            ->  w(t) = 1 / t
+* exp:     alpha(t) = exp(-lam * t)    ->  w(t) = lam / (exp(lam * t) - 1)
+
+(the spec's "log-linear schedule with lambda = 5" is the exp schedule with lam = 5).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+KINDS = ("linear", "exp")
+
+
+def _check(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown schedule {kind!r} (known: {', '.join(KINDS)})")
+
+
+def alpha(t: torch.Tensor, kind: str = "linear", lam: float = 5.0) -> torch.Tensor:
+    """Probability that a token is clean at time t (elementwise)."""
+    _check(kind)
+    return 1.0 - t if kind == "linear" else torch.exp(-lam * t)
+
+
+def loss_weight(t: torch.Tensor, kind: str = "linear", lam: float = 5.0) -> torch.Tensor:
+    """ELBO weight -alpha'(t) / (1 - alpha(t)) of the masked cross-entropy."""
+    _check(kind)
+    return 1.0 / t if kind == "linear" else lam / torch.expm1(lam * t)
+
+
+def t_for_masked_fraction(frac: float, kind: str = "linear", lam: float = 5.0, eps: float = 1e-3) -> float:
+    """Inverse of 1 - alpha: the time at which a share ``frac`` of tokens is masked, in [eps, 1]."""
+    _check(kind)
+    frac = min(max(frac, 0.0), 1.0)
+    if kind == "linear":
+        t = frac
+    else:
+        t = 1.0 if frac >= 1.0 - math.exp(-lam) else -math.log1p(-frac) / lam
+    return min(max(t, eps), 1.0)
+
+
+def sample_t(batch: int, eps: float = 1e-3, antithetic: bool = True,
+             generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """[B] times in [eps, 1]; antithetic (stratified) sampling spreads them evenly over (0, 1]."""
+    if antithetic:
+        u0 = torch.rand(1, generator=generator, device=device)
+        u = (u0 + torch.arange(batch, device=device) / batch) % 1.0
+    else:
+        u = torch.rand(batch, generator=generator, device=device)
+    return eps + (1.0 - eps) * u
+
+
+def corrupt(x0: torch.Tensor, t: torch.Tensor, mask_id: int, kind: str = "linear", lam: float = 5.0,
+            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask each token of x0 [B, L] independently with probability 1 - alpha(t_b).
+
+    Returns (xt [B, L], masked [B, L] bool). Padding and EOS are masked like any token.
+    """
+    p = (1.0 - alpha(t, kind, lam)).unsqueeze(-1)  # [B, 1]
+    u = torch.rand(x0.shape, generator=generator, device=x0.device)
+    masked = u < p
+    xt = torch.where(masked, torch.full_like(x0, mask_id), x0)
+    return xt, masked

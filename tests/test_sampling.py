@@ -1,0 +1,103 @@
+"""Contract tests, parametrised over every strategy."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from unembed.config import load_config, resolve_derived
+from unembed.model import Denoiser
+from unembed.sampling import STRATEGIES, denoise, reveal_counts
+
+L = 16
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    cfg = resolve_derived(load_config("tiny"), 100, 8, 99, 0, 1)
+    m = Denoiser(cfg.model).eval()
+    with torch.no_grad():  # break the zero-init so predictions depend on the condition
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return m
+
+
+class CountingModel(torch.nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.cfg, self.calls = inner, inner.cfg, 0
+
+    def forward(self, *a):
+        self.calls += 1
+        return self.inner(*a)
+
+    def logits(self, h):
+        return self.inner.logits(h)
+
+
+@given(n=st.integers(0, 200), steps=st.integers(1, 64))
+def test_reveal_counts_sum_and_spread(n, steps):
+    c = reveal_counts(n, steps)
+    assert len(c) == steps and sum(c) == n and max(c) - min(c) <= 1
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("num_steps", [1, 2, 3, 5, 7, 8, 16])
+def test_no_mask_left_and_exact_forward_passes(model, strategy, num_steps):
+    counting = CountingModel(model)
+    cond = torch.randn(3, 8)
+    states = list(denoise(counting, cond, strategy=strategy, num_steps=num_steps))
+    assert len(states) == num_steps == counting.calls
+    assert [s.step for s in states] == list(range(1, num_steps + 1))
+    assert not states[-1].masked.any() and states[-1].done
+    assert states[0].masked.any() or num_steps == 1 or strategy == "two-stage"
+    for s in states:
+        assert s.ids.shape == (3, L) and ((s.confidence >= 0) & (s.confidence <= 1)).all()
+        assert not (s.revealed & s.masked).any()  # a position revealed this step holds a token
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_seeded_and_reproducible(model, strategy):
+    cond = torch.randn(4, 8)
+    run = lambda seed: [s.ids for s in denoise(model, cond, strategy=strategy, num_steps=6,  # noqa: E731
+                                               generator=torch.Generator().manual_seed(seed), temperature=1.0)]
+    a, b = run(1), run(1)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_states_are_not_mutated_later(model, strategy):
+    states = list(denoise(model, torch.randn(2, 8), strategy=strategy, num_steps=4))
+    snapshot = [s.ids.clone() for s in states]
+    assert all(torch.equal(s.ids, c) for s, c in zip(states, snapshot))
+    assert states[0].masked.sum() > states[-1].masked.sum()
+
+
+def test_confidence_commits_once_and_reveals_even_counts(model):
+    states = list(denoise(model, torch.randn(2, 8), strategy="confidence", num_steps=5))
+    prev = None
+    for s, k in zip(states, reveal_counts(L, 5)):
+        assert (s.revealed.sum(1) == k).all()
+        if prev is not None:
+            kept = ~prev.masked
+            assert torch.equal(s.ids[kept], prev.ids[kept])
+        prev = s
+
+
+def test_remask_remasks_and_two_stage_refines(model):
+    rem = list(denoise(model, torch.randn(2, 8), strategy="remask", num_steps=12, remask_ratio=0.2))
+    assert any(s.remasked.any() for s in rem[:-1]) and not rem[-1].remasked.any()
+    two = list(denoise(model, torch.randn(2, 8), strategy="two-stage", num_steps=6, refine_ratio=0.25))
+    assert not two[2].masked.any()  # the draft is complete after ceil(6/2) steps
+    assert two[3].remasked.sum(1).eq(4).all()  # then 25% of 16 positions go back to masks
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(strategy="beam"), "unknown strategy"), (dict(num_steps=0), "num_steps"), (dict(num_steps=17), "num_steps"),
+])
+def test_bad_arguments(model, bad, message):
+    with pytest.raises(ValueError, match=message):
+        list(denoise(model, torch.randn(1, 8), **bad))
+    with pytest.raises(ValueError, match="cond must be"):
+        list(denoise(model, torch.randn(1, 9)))
