@@ -22,6 +22,13 @@ import torch
 
 log = logging.getLogger(__name__)
 
+try:  # the "Loading weights" bar of transformers is noise in a CLI that has its own progress bars
+    from transformers.utils import logging as _hf_logging
+
+    _hf_logging.disable_progress_bar()
+except ImportError:  # pragma: no cover
+    pass
+
 POOLINGS = ("mean", "cls", "last-token")
 CACHE_DIR = Path(os.environ.get("UNEMBED_CACHE", Path.home() / ".cache" / "unembed"))
 
@@ -39,13 +46,13 @@ class Preset:
     source: str  # hub id, or "pkg:<resolver>" for packaged weights
     pooling: str
     max_length: int
-    append_eos: bool = False
+    append: str = ""  # text appended to every input (Qwen3: its end-of-text token)
 
 
 PRESETS: dict[str, Preset] = {
     "minilm": Preset("pkg:minilm", "mean", 256),
     "mpnet": Preset("pkg:mpnet", "mean", 384),
-    "qwen3-0.6b": Preset("Qwen/Qwen3-Embedding-0.6B", "last-token", 512, append_eos=True),
+    "qwen3-0.6b": Preset("Qwen/Qwen3-Embedding-0.6B", "last-token", 512, append="<|endoftext|>"),
 }
 
 
@@ -160,11 +167,11 @@ class HFEncoder:
             tokenizer = AutoTokenizer.from_pretrained(source)
             model = AutoModel.from_pretrained(source, dtype=torch.float32)
         else:
-            self.source, preset = name, Preset(name, pooling or "mean", max_length or 512)
+            self.source, preset = name, PRESETS.get(name, Preset(name, pooling or "mean", max_length or 512))
         self.pooling = pooling or preset.pooling
         if self.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {self.pooling!r} (known: {', '.join(POOLINGS)})")
-        self.append_eos = preset.append_eos
+        self.append = preset.append
         self.max_length = max_length or preset.max_length
         self.batch_size = batch_size
         self.tokenizer = tokenizer
@@ -178,11 +185,7 @@ class HFEncoder:
         return weights_sha256(self.source)
 
     def _prepare(self, texts: Sequence[str]) -> list[str]:
-        if self.append_eos:
-            eos = self.tokenizer.pad_token if self.name.startswith("qwen") else self.tokenizer.eos_token
-            eos = eos or self.tokenizer.eos_token
-            return [t + eos for t in texts]
-        return list(texts)
+        return [t + self.append for t in texts] if self.append else list(texts)
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -197,7 +200,7 @@ class HFEncoder:
 
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                               return_tensors="pt", add_special_tokens=not self.append_eos)
+                               return_tensors="pt", add_special_tokens=not self.append)
         batch = {k: v.to(self.device) for k, v in batch.items()}
         kwargs = dict(batch)
         if self.pooling == "last-token":

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -85,7 +85,7 @@ def exact_match_rate(preds: Sequence[str], refs: Sequence[str]) -> float:
         raise ValueError(f"{len(preds)} predictions but {len(refs)} references")
     if not refs:
         return 0.0
-    return sum(exact_match(p, r) for p, r in zip(preds, refs)) / len(refs)
+    return sum(exact_match(p, r) for p, r in zip(preds, refs, strict=True)) / len(refs)
 
 
 def mean_token_f1(pred_bags: Sequence[Sequence], ref_bags: Sequence[Sequence]) -> float:
@@ -94,7 +94,7 @@ def mean_token_f1(pred_bags: Sequence[Sequence], ref_bags: Sequence[Sequence]) -
         raise ValueError(f"{len(pred_bags)} predictions but {len(ref_bags)} references")
     if not ref_bags:
         return 0.0
-    return float(np.mean([token_f1(p, r) for p, r in zip(pred_bags, ref_bags)]))
+    return float(np.mean([token_f1(p, r) for p, r in zip(pred_bags, ref_bags, strict=True)]))
 
 
 def masked_accuracy(pred: np.ndarray, ref: np.ndarray, masked: np.ndarray, eos_id: int | None = None) -> float:

@@ -58,6 +58,19 @@ class DecoderTokenizer:
             row[len(toks)] = s.eos_id
         return out
 
+    def fit(self, texts: Sequence[str]) -> tuple[list[str], list[int]]:
+        """Cut each text after its first L-1 tokens (by character offsets, so case is kept).
+
+        Returns (texts that fit, full token counts). Vectors are made from the cut text, so the
+        target the decoder learns is exactly what the vector encodes.
+        """
+        enc = self.hf(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+        out, counts = [], []
+        for text, ids, offsets in zip(texts, enc["input_ids"], enc["offset_mapping"]):
+            counts.append(len(ids))
+            out.append(text if len(ids) <= self.seq_len - 1 else text[: offsets[self.seq_len - 2][1]].rstrip())
+        return out, counts
+
     def lengths(self, ids: np.ndarray) -> np.ndarray:
         """[B, L] -> [B] positions counted by token accuracy: up to and including the first EOS."""
         ids = np.asarray(ids)

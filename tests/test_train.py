@@ -1,0 +1,86 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from unembed.config import load_config
+from unembed.prepare import PreparedData, run_prepare
+from unembed.train import BatchOrder, Trainer, train
+
+SENTENCES = [f"Sentence number {w} talks about the {c} {a} in a short way." for w in
+             ("one", "two", "three", "four", "five", "six", "seven", "eight")
+             for c in ("red", "green", "blue", "black") for a in ("dog", "cat")]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, fake_encoder):
+    d = tmp_path_factory.mktemp("prep")
+    (d / "s.txt").write_text("\n".join(SENTENCES) + "\n")
+    run_prepare(str(d / "s.txt"), "fake", d / "data", seq_len=16, progress=False, encoder_obj=fake_encoder)
+    return d / "data"
+
+
+def cfg_for(data_dir, *extra):
+    return load_config("tiny", overrides=[f"train.data={data_dir}", "encoder.name=fake", "train.max_steps=12",
+                                          "train.eval_every=6", "train.save_every=6", "train.eval_decode_n=8",
+                                          *extra])
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, data_dir):
+    straight = train(cfg_for(data_dir), tmp_path / "a", progress=False)
+    train(cfg_for(data_dir), tmp_path / "b", stop_at=6, progress=False)
+    resumed = train(cfg_for(data_dir), tmp_path / "b", progress=False)
+    assert resumed["train_step"] == straight["train_step"] == 12
+    assert abs(resumed["loss"] - straight["loss"]) < 1e-6
+    wa, wb = load_file(str(tmp_path / "a/state/model.safetensors")), load_file(str(tmp_path / "b/state/model.safetensors"))
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+    assert (tmp_path / "a/model.safetensors").is_file() and (tmp_path / "a/config.json").is_file()
+    logs = (tmp_path / "a/log.jsonl").read_text()
+    assert "val_decode_acc" in logs and "val_masked_acc" in logs
+
+
+def test_training_reduces_loss(tmp_path, data_dir):
+    first = train(cfg_for(data_dir, "train.max_steps=1"), tmp_path / "a", progress=False)
+    later = train(cfg_for(data_dir, "train.max_steps=60", "train.eval_every=0"), tmp_path / "b", progress=False)
+    assert later["ce"] < first["ce"]
+
+
+def test_mismatched_data_and_changed_config_fail(tmp_path, data_dir):
+    with pytest.raises(ValueError, match="embedded with encoder 'fake'"):
+        Trainer(load_config("tiny", overrides=[f"train.data={data_dir}"]), tmp_path / "x", progress=False)
+    with pytest.raises(ValueError, match="seq_len"):
+        Trainer(cfg_for(data_dir, "model.seq_len=32"), tmp_path / "y", progress=False)
+    train(cfg_for(data_dir, "train.max_steps=2"), tmp_path / "z", progress=False)
+    with pytest.raises(ValueError, match="another config"):
+        Trainer(cfg_for(data_dir, "train.lr=0.1"), tmp_path / "z", progress=False)
+
+
+def test_batch_order_is_a_pure_function_of_the_cursor():
+    rows = np.arange(10)
+    a = BatchOrder(rows, seed=3)
+    seq = [a.next(4) for _ in range(6)]
+    epoch0 = np.concatenate(seq)[:10]
+    assert sorted(epoch0) == list(range(10))  # every row once per epoch
+    b = BatchOrder(rows, seed=3)
+    b.cursor = 8
+    assert np.array_equal(b.next(4), seq[2])
+    ranks = [BatchOrder(rows, seed=3, rank=r, world=2) for r in (0, 1)]
+    both = np.concatenate([r.next(2) for r in ranks])
+    assert np.array_equal(both, BatchOrder(rows, seed=3).next(4))
+
+
+def test_ddp_two_processes_agree(tmp_path, data_dir):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parent))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(Path(__file__).parent / "ddp_worker.py"), str(data_dir), str(tmp_path)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    w0, w1 = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))
+    assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
+    assert (tmp_path / "run/state/state.json").is_file()
+    assert PreparedData(data_dir).rows("train").size > 0
