@@ -75,16 +75,25 @@ class _Run:
         return t_for_masked_fraction(frac, self.kind, self.lam, self.eps)
 
     def predict(self, t: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """One forward pass -> (token [B, L], its probability [B, L])."""
+        """One forward pass -> (token [B, L], its probability [B, L]) at masked positions.
+
+        The vocabulary projection runs only where a mask is (committed positions keep their token
+        and confidence), and the arg-max path never materialises the full softmax.
+        """
         tt = torch.full((self.ids.shape[0],), t, device=self.ids.device)
-        logits = self.model.logits(self.model(self.ids, tt, self.cond)).float()
-        probs = logits.softmax(-1)
+        hidden = self.model(self.ids, tt, self.cond)
+        where = self.masked
+        logits = self.model.logits(hidden[where]).float()  # [M, V]
         if self.temperature <= 0:
-            conf, tok = probs.max(-1)
-            return tok, conf
-        scaled = (logits / self.temperature).softmax(-1)
-        tok = torch.multinomial(scaled.view(-1, scaled.shape[-1]), 1, generator=self.gen).view(self.ids.shape)
-        return tok, probs.gather(-1, tok.unsqueeze(-1)).squeeze(-1)
+            best, tok_m = logits.max(-1)
+            conf_m = torch.exp(best - torch.logsumexp(logits, -1))
+        else:
+            scaled = (logits / self.temperature).softmax(-1)
+            tok_m = torch.multinomial(scaled, 1, generator=self.gen).squeeze(-1)
+            conf_m = torch.exp(logits.gather(-1, tok_m[:, None]).squeeze(-1) - torch.logsumexp(logits, -1))
+        tok, conf = self.ids.clone(), self.conf.clone()
+        tok[where], conf[where] = tok_m, conf_m
+        return tok, conf
 
     def commit(self, where: torch.Tensor, tok: torch.Tensor, conf: torch.Tensor) -> None:
         self.ids = torch.where(where, tok, self.ids)

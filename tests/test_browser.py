@@ -1,0 +1,119 @@
+"""The demo page in headless Chromium (Debian's ``chromium``), driven by Playwright's Python package.
+
+Needs ``apt-get install chromium`` and ``pip install playwright`` (no browser download: the
+system Chromium is used). Skipped with a reason when either is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from unembed.inverter import Inverter
+from unembed.server import create_app, serve_in_thread
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SENTENCE = "We will meet at the train station at nine tomorrow morning."
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists() and shutil.which("chromium") is None:
+        pytest.skip("no Chromium: apt-get install chromium")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="no Playwright: pip install playwright")
+    with sync_api.sync_playwright() as pw:
+        exe = str(CHROMIUM) if CHROMIUM.exists() else shutil.which("chromium")
+        browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def site(tiny_model_dir):
+    inv = Inverter.load(str(tiny_model_dir))
+    with serve_in_thread(create_app({inv.name: inv})) as url:
+        yield url, inv
+
+
+@pytest.fixture
+def page(browser, site):
+    """A fresh page on the demo; every console error or page exception is collected."""
+    url, _ = site
+    context = browser.new_context(viewport={"width": 1200, "height": 1400})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(f"console.{msg.type}: {msg.text}") if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+    page.goto(url)
+    page.wait_for_selector("#model option", state="attached")
+    page.errors = errors
+    yield page
+    context.close()
+
+
+def test_invert_a_sentence(page, site):
+    _, inv = site
+    L = inv.cfg.model.seq_len
+    assert page.locator("#grid .cell").count() == L  # the empty grid, before anything runs
+    page.fill("#text", SENTENCE)
+    page.click("#invert")
+    page.wait_for_selector('#final-text[data-state="done"]', timeout=30_000)
+
+    expected = inv.invert(inv.encode([SENTENCE]))[0].text
+    assert page.inner_text("#final-text").strip() == expected
+    assert page.inner_text("#original-text").strip() == SENTENCE
+    assert page.locator("#grid .cell").count() == L
+    assert page.locator("#grid .cell.masked").count() == 0  # the last step leaves no mask
+    assert page.get_attribute("#grid", "data-step") == str(inv.cfg.sample.num_steps)
+    assert "384 dimensions" in page.inner_text("#vector-summary")
+    assert "cosine" in page.inner_text("#metrics")
+
+    slider = page.locator("#slider")
+    assert slider.is_enabled() and slider.get_attribute("max") == str(inv.cfg.sample.num_steps)
+    slider.fill("1")  # replay: back to the first forward pass
+    assert page.get_attribute("#grid", "data-step") == "1"
+    assert page.locator("#grid .cell.masked").count() > 0
+    assert page.errors == []
+
+
+def test_embed_then_invert_a_pasted_vector(page, site):
+    _, inv = site
+    page.click("#examples button >> nth=0")
+    page.click("#embed")
+    page.wait_for_selector("#vector-summary:has-text('384 dimensions')")
+    vec = np.random.default_rng(1).standard_normal(inv.dim)
+    page.click("#vector-panel summary")
+    page.fill("#vector-input", json.dumps(vec.round(6).tolist()))
+    page.select_option("#strategy", "two-stage")
+    page.fill("#steps", "4")
+    page.click("#invert-vector")
+    page.wait_for_selector('#final-text[data-state="done"]', timeout=30_000)
+    expected = inv.invert(vec.round(6), "two-stage", 4)[0].text
+    assert page.inner_text("#final-text").strip() == (expected or "(empty)")
+    assert page.get_attribute("#grid", "data-step") == "4"
+    assert page.errors == []
+
+
+def test_a_bad_vector_is_explained_on_the_page(page, site):
+    page.click("#vector-panel summary")
+    page.fill("#vector-input", "[1, 2, 3]")
+    page.click("#invert-vector")
+    status = page.locator("#status")
+    assert "this model needs 384" in status.inner_text()
+    assert "error" in (status.get_attribute("class") or "")
+    assert page.errors == []
