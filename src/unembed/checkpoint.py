@@ -99,9 +99,10 @@ def load_model(folder: Path, device: str | torch.device = "cpu"):
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise ValueError(f"not a model folder (no config.json): {folder}")
+    weights = load_weights(folder)
     cfg = load_config_json(folder / "config.json")
     model = Denoiser(cfg.model)
-    missing, unexpected = model.load_state_dict(load_weights(folder), strict=False)
+    missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
         raise ValueError(f"weights in {folder} do not match its config (missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]})")

@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help="builtin | c4 | FILE.txt | FILE.jsonl | FILE.parquet")
     p.add_argument("--out", required=True)
     p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--skip-missing", action="store_true", help="skip builtin sources that are not installed")
 
     p = sub.add_parser("prepare", help="sentences -> token ids + vectors on disk (resumable)")
     p.add_argument("--source", required=True, help="builtin | c4 | FILE.txt | FILE.jsonl | FILE.parquet")
@@ -43,7 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--seq-len", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--chunk-size", type=int, default=4096, help="sentences embedded between resume points")
+    p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="vector storage type")
+    p.add_argument("--skip-missing", action="store_true", help="skip builtin sources that are not installed")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("train", help="train or resume a decoder")
     p.add_argument("--config", default="small", help="preset name or YAML file (overrides only)")
@@ -116,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_corpus(args) -> int:
     from .corpus import write_corpus
 
-    counts = write_corpus(args.source, args.out, limit=args.limit)
+    counts = write_corpus(args.source, args.out, limit=args.limit, skip_missing=args.skip_missing)
     print(json.dumps(counts, indent=1))
     return 0
 
@@ -125,7 +130,8 @@ def cmd_prepare(args) -> int:
     from .prepare import run_prepare
 
     manifest = run_prepare(args.source, args.encoder, args.out, limit=args.limit, seq_len=args.seq_len,
-                           batch_size=args.batch_size, device=args.device)
+                           batch_size=args.batch_size, chunk_size=args.chunk_size, device=args.device,
+                           dtype=args.dtype, progress=not args.no_progress, skip_missing=args.skip_missing)
     print(f"prepared {manifest['count']} sentences in {args.out}")
     return 0
 
