@@ -99,7 +99,7 @@ class Denoiser(nn.Module):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [..., W] -> logits [..., V]; the mask token gets -inf."""
-        return F.linear(hidden, self.tok.weight, self.head_bias) + self.never
+        return F.linear(hidden, self.tok.weight, self.head_bias + self.never)  # one pass over [.., V]
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())

@@ -1,0 +1,134 @@
+"""Shared pieces of the benchmarks: the machine's matmul peak, preset models, FLOP counts, tables.
+
+FLOPs of one Denoiser forward pass over B sequences of L tokens (multiply-add = 2 FLOPs):
+
+* per token, every block's matmuls: 2 * (qkv 3W^2 + proj W^2 + fc1 W*M + fc2 M*W) * B * L * layers
+* per sequence, the condition path: 2 * (cond MLP D*W + W^2, time MLP 2W^2, AdaLN 6W^2 a block,
+  final AdaLN 2W^2) * B
+* attention: 4 * L^2 * W per layer and sequence (QK^T and AV)
+* head: 2 * W * V per position that gets logits (all B * L at inference; masked ones in training)
+
+Training counts 3x the forward FLOPs (forward + backward), with the head at masked positions only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# MiniLM's tokenizer (the default encoder): values a real model reads from the tokenizer.
+MINILM = {"vocab_size": 30522, "cond_dim": 384, "mask_id": 103, "pad_id": 0, "eos_id": 102}
+PRESETS = ("tiny", "small", "base")
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "load_avg_1m": os.getloadavg()[0],
+    }
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 3) -> float:
+    """Best fp32 GFLOP/s of an n x n x n torch.matmul over ``repeats`` runs (after one warm-up)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def preset_config(name: str, overrides: Sequence[str] = ()):
+    """A preset's resolved Config with MiniLM's tokenizer and encoder values (random init, no files)."""
+    from unembed.config import load_config, resolve_derived
+
+    cfg = load_config(name, overrides=["model.init=random", *overrides])
+    return resolve_derived(cfg, **MINILM)
+
+
+def build_model(cfg, seed: int = 0):
+    """A randomly initialised Denoiser of ``cfg.model``, in eval mode."""
+    from unembed.model import Denoiser
+
+    torch.manual_seed(seed)
+    return Denoiser(cfg.model).eval()
+
+
+def forward_flops(mcfg, batch: int, head_positions: float | None = None) -> dict[str, float]:
+    """FLOPs of one forward pass over ``batch`` sequences (see the module docstring).
+
+    ``head_positions`` is the number of positions given logits (default: all batch * seq_len).
+    Returns the parts and their ``total``.
+    """
+    w, m, n_layers, seq, v = mcfg.width, mcfg.mlp_dim, mcfg.n_layers, mcfg.seq_len, mcfg.vocab_size
+    tokens = batch * seq
+    per_token = 3 * w * w + w * w + w * m + m * w
+    per_seq = mcfg.cond_dim * w + w * w + 2 * w * w + n_layers * 6 * w * w + 2 * w * w
+    parts = {
+        "matmul": 2.0 * per_token * tokens * n_layers + 2.0 * per_seq * batch,
+        "attention": 4.0 * seq * seq * w * n_layers * batch,
+        "head": 2.0 * w * v * (tokens if head_positions is None else head_positions),
+    }
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def best_time(fn: Callable[[], Any], repeats: int, warmup: int = 1, budget_s: float = 0.0) -> tuple[float, int]:
+    """(fastest wall seconds, runs timed) of up to ``repeats`` calls of fn after ``warmup`` untimed ones.
+
+    The fastest run is the least disturbed one on a shared machine. With ``budget_s`` > 0 timing
+    stops early once the timed runs together took that long (at least one run is always timed).
+    """
+    for _ in range(warmup):
+        fn()
+    best, spent, runs = float("inf"), 0.0, 0
+    while runs < repeats and (runs == 0 or not budget_s or spent < budget_s):
+        t0 = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t0
+        best, spent, runs = min(best, dt), spent + dt, runs + 1
+    return best, runs
+
+
+def markdown(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str]]) -> str:
+    """A Markdown table: columns are (key, header, format spec)."""
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        lines.append("| " + " | ".join(format(r[k], f) for k, _, f in columns) + " |")
+    return "\n".join(lines)
+
+
+def write_json(path: str | None, payload: dict[str, Any]) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(payload, indent=1) + "\n")
+
+
+def split_list(value: str, known: Sequence[str], what: str) -> list[str]:
+    """'a,b' or 'all' -> names, each checked against ``known``."""
+    names = list(known) if value == "all" else [x.strip() for x in value.split(",") if x.strip()]
+    bad = [x for x in names if x not in known]
+    if bad or not names:
+        raise SystemExit(f"unknown {what}: {', '.join(bad) or value!r} (known: {', '.join(known)})")
+    return names

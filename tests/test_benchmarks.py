@@ -1,0 +1,87 @@
+"""The benchmark scripts run (--quick, tiny preset) and write the JSON they promise; FLOP counts by hand."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+
+from unembed.sampling import STRATEGIES
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    return lambda name: importlib.import_module(name)
+
+
+def test_forward_flops_by_hand(bench):
+    common = bench("common")
+    cfg = common.preset_config("tiny")  # 2 layers, W 64, MLP 128, L 16, V 30522, D 384
+    w, m, layers, seq, v, d = 64, 128, 2, 16, 30522, 384
+    f = common.forward_flops(cfg.model, batch=2)
+    per_token = 3 * w * w + w * w + 2 * w * m
+    per_seq = d * w + w * w + 2 * w * w + layers * 6 * w * w + 2 * w * w
+    assert f["matmul"] == 2 * per_token * 2 * seq * layers + 2 * per_seq * 2
+    assert f["attention"] == 4 * seq * seq * w * layers * 2
+    assert f["head"] == 2 * w * v * 2 * seq
+    assert f["total"] == f["matmul"] + f["attention"] + f["head"]
+    assert common.forward_flops(cfg.model, 2, head_positions=5)["head"] == 2 * w * v * 5
+
+
+def test_bench_inference_quick(bench, tmp_path, capsys):
+    out = tmp_path / "inference.json"
+    result = bench("bench_inference").main(["--quick", "--presets", "tiny", "--json", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved == json.loads(json.dumps(result))
+    assert {"benchmark", "machine", "peak_gflops", "peak_gflops_start", "peak_gflops_end", "rows", "args"} <= set(saved)
+    assert saved["peak_gflops"] > 0
+    assert [r["strategy"] for r in saved["rows"]] == list(STRATEGIES)
+    keys = {
+        "preset",
+        "strategy",
+        "steps",
+        "params_m",
+        "latency_ms",
+        "latency_gflops",
+        "latency_frac_peak",
+        "batch",
+        "sentences_per_s",
+        "batch_gflops",
+        "batch_frac_peak",
+    }
+    for r in saved["rows"]:
+        assert keys <= set(r) and r["preset"] == "tiny" and r["steps"] == 4
+        assert r["latency_ms"] > 0 and 0 < r["batch_frac_peak"]
+    assert "| preset | strategy |" in capsys.readouterr().out
+
+
+def test_bench_train_quick(bench, tmp_path, capsys):
+    out = tmp_path / "train.json"
+    result = bench("bench_train").main(["--quick", "--presets", "tiny", "--json", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved == json.loads(json.dumps(result)) and saved["benchmark"] == "train"
+    (row,) = saved["rows"]
+    keys = {
+        "preset",
+        "params_m",
+        "batch",
+        "masked_share",
+        "gflop_per_step",
+        "step_ms",
+        "sequences_per_s",
+        "gflops",
+        "frac_peak",
+    }
+    assert keys <= set(row) and row["batch"] == 64 and row["timed_steps"] == 2
+    assert 0 < row["masked_share"] < 1 and row["sequences_per_s"] > 0 and row["frac_peak"] > 0
+    assert "| preset | params (M) |" in capsys.readouterr().out
+
+
+def test_bad_preset_exits(bench):
+    with pytest.raises(SystemExit, match="unknown preset"):
+        bench("bench_train").parse_args(["--presets", "huge"])
