@@ -26,7 +26,7 @@ def test_tiny_decoder_inverts_training_vectors(tmp_path, minilm_encoder):
                 encoder_obj=minilm_encoder)
     data = PreparedData(tmp_path / "data")
     cfg = load_config("tiny", overrides=[f"train.data={tmp_path / 'data'}", "model.width=128", "model.mlp_dim=256",
-                                         "train.max_steps=600", "train.batch_size=64", "train.lr=0.003",
+                                         "train.max_steps=300", "train.batch_size=32", "train.lr=0.005",
                                          "train.ema_decay=0.9", "train.eval_every=0", "train.save_every=0"])
     # every sentence trains: put all rows in the training split for this memorisation test
     np.save(tmp_path / "data/split.npy", np.zeros(len(data), np.uint8))

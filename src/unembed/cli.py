@@ -77,6 +77,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     _add_inversion_args(p)
 
+    p = sub.add_parser("audit", help="invert a dump of stored vectors: per-record risk and a report (resumable)")
+    p.add_argument("vectors", help="FILE.npy [N, D], FILE.jsonl (id, embedding) or FILE.parquet (id, embedding)")
+    p.add_argument("--texts", default=None, help="true texts: FILE.jsonl (id, text) or FILE.txt (one a vector, in order)")
+    p.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
+    p.add_argument("--limit", type=int, default=None, help="audit only the first N vectors")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--no-progress", action="store_true")
+    _add_inversion_args(p)
+
+    p = sub.add_parser("defend", help="leakage (naive and adaptive attackers) vs retrieval utility of defenses")
+    p.add_argument("--data", required=True, help="a prepared data folder")
+    p.add_argument("--defense", dest="defenses", action="append", required=True, metavar="SPEC",
+                   help="noise:SIGMA | quantize:int8 | quantize:binary | truncate:DIMS | rotate (repeatable)")
+    p.add_argument("--split", default="test", choices=["train", "validation", "test", "all"])
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--out", required=True, help="folder for defend.json, defend.md and privacy_utility.png")
+    p.add_argument("--attack-k", type=int, action="append", default=None,
+                   help="leaked (clean, defended) pairs for the adaptive attacker (repeatable; default 16 64 256 1024)")
+    p.add_argument("--noise-model", default=None, help="a model trained with train.cond_noise, to attack noise with")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--no-progress", action="store_true")
+    _add_inversion_args(p)
+
     p = sub.add_parser("serve", help="web demo and HTTP API")
     p.add_argument("--model", action="append", default=None, help="model to serve (repeatable; default: default)")
     p.add_argument("--host", default="127.0.0.1")
@@ -209,6 +232,26 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_audit(args) -> int:
+    from .audit import run_audit
+
+    summary = run_audit(args.vectors, texts=args.texts, model=args.model, out=args.out, strategy=args.strategy,
+                        num_steps=args.steps, batch_size=args.batch_size, device=args.device, limit=args.limit,
+                        seed=args.seed, progress=not args.no_progress)
+    print(f"audited {summary['n']} vectors: {Path(args.out) / 'report.md'} and report.html", file=sys.stderr)
+    return 0
+
+
+def cmd_defend(args) -> int:
+    from .defend import run_defend
+
+    run_defend(args.data, args.defenses, model=args.model, out=args.out, split=args.split, limit=args.limit,
+               attack_k=args.attack_k, noise_model=args.noise_model, device=args.device, strategy=args.strategy,
+               num_steps=args.steps, seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress)
+    print((Path(args.out) / "defend.md").read_text())
+    return 0
+
+
 def cmd_serve(args) -> int:
     from .server.app import serve
 
@@ -234,7 +277,8 @@ def cmd_gpu_train(args) -> int:
 
 
 COMMANDS = {"corpus": cmd_corpus, "prepare": cmd_prepare, "train": cmd_train, "invert": cmd_invert,
-            "evaluate": cmd_evaluate, "serve": cmd_serve, "gpu-pack": cmd_gpu_pack, "gpu-train": cmd_gpu_train}
+            "evaluate": cmd_evaluate, "audit": cmd_audit,
+            "defend": cmd_defend, "serve": cmd_serve, "gpu-pack": cmd_gpu_pack, "gpu-train": cmd_gpu_train}
 
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,804 @@
+"""Audit a vector store dump: invert every vector, score each record's exposure, write a report.
+
+Input VECTORS is one of
+
+* ``.npy``: float [N, D]; record ids are the row numbers 0..N-1;
+* ``.jsonl``: one JSON object a line with ``embedding`` (list of numbers) and ``id`` (any JSON
+  scalar; the line's record number when absent); blank lines are skipped;
+* ``.parquet``: an ``embedding`` list column and an optional ``id`` column.
+
+REF (optional) holds the true texts: ``.jsonl`` with ``id`` and ``text`` (ids are matched by their
+string form, so ``5`` and ``"5"`` are the same record), or ``.txt`` with one non-blank line per
+record in row order (blank lines are dropped, as ``evaluate.read_text_file`` does).
+
+**Risk score.** The decoder's own belief that it has recovered the text: the mean probability it
+gave the tokens it committed (``Inversion.confidence``), over the positions of the predicted
+sentence up to and including its first EOS (padding after the EOS is excluded: it is easy to
+predict and says nothing about the content). It is in [0, 1] and needs no reference; with REF the
+report measures how well it ranks records by their real token accuracy (Spearman rank correlation
+and a calibration plot).
+
+Outputs in OUT:
+
+* ``reconstructions.jsonl``: per record ``id``, ``text``, ``tokens`` and ``confidence`` (one per
+  predicted position up to and including the EOS), ``risk``; with REF also ``reference``,
+  ``token_accuracy``, ``reference_tokens``, ``bleu`` (sentence), ``exact`` and ``cosine`` (the
+  reconstruction re-embedded by the model's encoder against the stored vector).
+* ``report.md``, ``report.html`` (self-contained: inline CSS, plots embedded as data URIs) and the
+  plots beside them (``recovery.png``, with REF ``calibration.png``); ``summary.json``.
+* ``progress.json``: the arguments and how far the run got. The input is streamed chunk by chunk;
+  each chunk's records are appended and synced before progress.json records them, so a killed run,
+  rerun with the same arguments, continues at the first unrecorded chunk (a partial tail is cut).
+  Memory is bounded by a chunk plus a few numbers and strings per record for the summary.
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import html
+import json
+import logging
+import math
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from .evaluate import read_text_file
+from .inverter import Inverter
+from .metrics import (
+    bleu,
+    cosine,
+    exact_match,
+    reference_lengths,
+    sentence_bleu,
+    token_accuracy_per_row,
+)
+from .prepare import _read_json, _write_json
+from .sampling import STRATEGIES
+
+log = logging.getLogger(__name__)
+
+FORMATS = (".npy", ".jsonl", ".parquet")
+CHUNK_SIZE = 1024
+TOP_N = 20
+RISK_EDGES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+ACCURACY_LEVELS = (0.25, 0.5, 0.75, 1.0)
+CALIBRATION_BINS = 10
+SCATTER_MAX = 5000
+RISK_DEFINITION = (
+    "mean probability the decoder gave its committed tokens, over the predicted positions up to and "
+    "including the first EOS"
+)
+
+
+# ---- reading vectors --------------------------------------------------------------------------
+
+
+def _check_path(path: str | Path) -> Path:
+    p = Path(path)
+    if p.suffix not in FORMATS:
+        raise ValueError(f"unsupported vectors file {p.name} (use {', '.join(FORMATS)})")
+    if not p.is_file():
+        raise ValueError(f"vectors file not found: {path}")
+    return p
+
+
+def _npy_chunks(p: Path, chunk: int) -> Iterator[tuple[list, np.ndarray]]:
+    try:
+        arr = np.load(p, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        raise ValueError(f"{p.name}: cannot read as a numeric .npy array ({str(exc).splitlines()[0]})") from None
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"{p.name}: need a numeric [N, D] array, got {arr.dtype} shape {list(arr.shape)}")
+    for i in range(0, arr.shape[0], chunk):
+        yield list(range(i, min(i + chunk, arr.shape[0]))), np.asarray(arr[i : i + chunk], dtype=np.float32)
+
+
+def _jsonl_chunks(p: Path, chunk: int) -> Iterator[tuple[list, np.ndarray]]:
+    ids: list = []
+    rows: list[list[float]] = []
+    dim, count = None, 0
+    with open(p, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                row = [float(x) for x in rec["embedding"]]
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                raise ValueError(f"{p.name}:{n}: need a JSON object with an 'embedding' list of numbers") from None
+            if dim is not None and len(row) != dim:
+                raise ValueError(f"{p.name}:{n}: embedding has {len(row)} values, earlier ones {dim}")
+            dim = len(row)
+            ids.append(rec.get("id", count))
+            count += 1
+            rows.append(row)
+            if len(rows) == chunk:
+                yield ids, np.array(rows, dtype=np.float32)
+                ids, rows = [], []
+    if rows:
+        yield ids, np.array(rows, dtype=np.float32)
+
+
+def _parquet_chunks(p: Path, chunk: int) -> Iterator[tuple[list, np.ndarray]]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(p)
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(f"{p.name}: not a readable parquet file ({str(exc).splitlines()[0]})") from None
+    names = pf.schema_arrow.names
+    if "embedding" not in names:
+        raise ValueError(f"{p.name}: no 'embedding' column (columns: {', '.join(names)})")
+    columns = ["embedding"] + (["id"] if "id" in names else [])
+    start = 0
+    for batch in pf.iter_batches(batch_size=chunk, columns=columns):
+        emb = batch.column("embedding")
+        t = emb.type
+        if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)) or not (
+            pa.types.is_integer(t.value_type) or pa.types.is_floating(t.value_type)
+        ):
+            raise ValueError(f"{p.name}: column 'embedding' must be a list of numbers, got {t}")
+        lengths = pc.list_value_length(emb).to_numpy(zero_copy_only=False)
+        if emb.null_count or len(set(lengths.tolist())) > 1:
+            raise ValueError(f"{p.name}: 'embedding' has null or different-length rows near row {start}")
+        vecs = emb.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(batch), -1)
+        ids = batch.column("id").to_pylist() if "id" in columns else list(range(start, start + len(batch)))
+        start += len(batch)
+        yield ids, vecs
+
+
+def iter_vectors(path: str | Path, chunk: int = CHUNK_SIZE, limit: int | None = None, skip: int = 0):
+    """Yield (ids, float32 [b, D]) chunks of at most ``chunk`` records of a VECTORS file, records
+    ``skip`` .. ``limit``-1. Values are not validated here (``scan_vectors`` does that)."""
+    p = _check_path(path)
+    reader = {".npy": _npy_chunks, ".jsonl": _jsonl_chunks, ".parquet": _parquet_chunks}[p.suffix]
+    seen = 0
+    buf_ids: list = []
+    bufs: list[np.ndarray] = []
+    for ids, vecs in reader(p, chunk):
+        lo, hi = seen, seen + len(ids)
+        seen = hi
+        if limit is not None:
+            hi = min(hi, limit)
+        keep = slice(max(skip - lo, 0), max(hi - lo, 0))
+        buf_ids += ids[keep]
+        bufs.append(vecs[keep])
+        if len(buf_ids) >= chunk:  # re-cut so every chunk but the last holds exactly ``chunk`` records
+            allv = np.concatenate(bufs)
+            while len(buf_ids) >= chunk:
+                yield buf_ids[:chunk], allv[:chunk]
+                buf_ids, allv = buf_ids[chunk:], allv[chunk:]
+            bufs = [allv]
+        if limit is not None and seen >= limit:
+            break
+    if buf_ids:
+        yield buf_ids, np.concatenate(bufs)
+
+
+def scan_vectors(path: str | Path, dim: int, model: str, limit: int | None = None) -> list:
+    """Validate every record before any inversion; returns the record ids in order.
+
+    ValueError (one line) for a wrong dimension, NaN/inf, an all-zero vector, a duplicate id, an id
+    that is not a JSON scalar, or an empty file.
+    """
+    name = Path(path).name
+    ids: list = []
+    seen: set[str] = set()
+    for chunk_ids, vecs in iter_vectors(path, CHUNK_SIZE, limit):
+        if vecs.shape[1] != dim:
+            raise ValueError(f"{name}: vectors have dimension {vecs.shape[1]}, model {model} expects {dim}")
+        bad = ~np.isfinite(vecs).all(1)
+        if bad.any():
+            raise ValueError(f"{name}: record id {chunk_ids[int(bad.argmax())]!r} has NaN or infinite values")
+        zero = np.linalg.norm(vecs, axis=1) < 1e-12
+        if zero.any():
+            raise ValueError(f"{name}: record id {chunk_ids[int(zero.argmax())]!r} is an all-zero vector")
+        for i in chunk_ids:
+            if isinstance(i, (dict, list)) or i is None:
+                raise ValueError(f"{name}: record ids must be strings or numbers, got {i!r}")
+            if str(i) in seen:
+                raise ValueError(f"{name}: duplicate record id {i!r}")
+            seen.add(str(i))
+        ids += chunk_ids
+    if not ids:
+        raise ValueError(f"{name}: no vectors")
+    return ids
+
+
+def load_reference(path: str | Path, ids: Sequence, limit: int | None = None) -> list[str]:
+    """The true text of each record id, in record order, from REF (.jsonl id+text or .txt rows).
+
+    ValueError for a missing file, a malformed line, duplicate or missing ids, or a row count
+    that differs from the number of vectors (.txt; when ``limit`` cut the vectors, the first
+    ``limit`` lines are used).
+    """
+    p = Path(path)
+    if p.suffix == ".txt":
+        texts = read_text_file(p)
+        if limit is not None and len(ids) == limit:
+            texts = texts[:limit]
+        if len(texts) != len(ids):
+            raise ValueError(f"{p.name} has {len(texts)} non-blank lines but there are {len(ids)} vectors")
+        return texts
+    if p.suffix != ".jsonl":
+        raise ValueError(f"unsupported reference file {p.name} (use .jsonl with id and text, or .txt)")
+    if not p.is_file():
+        raise ValueError(f"reference file not found: {path}")
+    wanted = {str(i) for i in ids}
+    by_id: dict[str, str] = {}
+    with open(p, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                key, text = str(rec["id"]), rec["text"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise ValueError(f"{p.name}:{n}: need a JSON object with 'id' and 'text'") from None
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"{p.name}:{n}: 'text' must be a non-empty string")
+            if key in by_id:
+                raise ValueError(f"{p.name}:{n}: duplicate id {rec['id']!r}")
+            if key in wanted:
+                by_id[key] = text.strip()
+    missing = [i for i in ids if str(i) not in by_id]
+    if missing:
+        raise ValueError(f"{p.name} misses the text of {len(missing)} of {len(ids)} record ids (first: {missing[0]!r})")
+    return [by_id[str(i)] for i in ids]
+
+
+# ---- inverting one chunk ------------------------------------------------------------------------
+
+
+def invert_chunk(
+    inv: Inverter,
+    ids: list,
+    vecs: np.ndarray,
+    refs: Sequence[str] | None,
+    strategy: str,
+    num_steps: int,
+    seed: int,
+    batch_size: int,
+) -> list[dict[str, Any]]:
+    """Invert [b, D] vectors; one reconstruction record per vector (see the module docstring)."""
+    tok, eos = inv.tokenizer, inv.cfg.model.eos_id
+    inversions = inv.invert(vecs, strategy, num_steps, seed, batch_size)
+    pred = np.array([x.ids for x in inversions])
+    n_pos = reference_lengths(pred, eos)
+    records = []
+    for i, (x, n) in enumerate(zip(inversions, n_pos, strict=True)):
+        conf = x.confidence[:n]
+        records.append(
+            {
+                "id": ids[i],
+                "text": x.text,
+                "tokens": tok.token_strings(x.ids[:n]),
+                "confidence": conf,
+                "risk": round(float(np.mean(conf)), 4),
+            }
+        )
+    if refs is not None:
+        _add_measurements(inv, records, pred, refs, vecs)
+    return records
+
+
+def _add_measurements(
+    inv: Inverter, records: list[dict], pred: np.ndarray, refs: Sequence[str], vecs: np.ndarray
+) -> None:
+    """Token accuracy, sentence BLEU, exact match and cosine of each record against its reference."""
+    tok, eos = inv.tokenizer, inv.cfg.model.eos_id
+    ref_ids = tok.encode(list(refs))
+    accs = token_accuracy_per_row(pred, ref_ids, eos)
+    lens = reference_lengths(ref_ids, eos)
+    recons = [r["text"] for r in records]
+    cos = cosine(inv.encoder.encode([t if t.strip() else "." for t in recons]), vecs)
+    for r, row, a, n, c in zip(records, ref_ids, accs, lens, cos, strict=True):
+        ref = tok.decode(row)
+        r.update(
+            reference=ref,
+            token_accuracy=round(float(a), 4),
+            reference_tokens=int(n),
+            bleu=round(sentence_bleu(r["text"], ref), 2),
+            exact=exact_match(r["text"], ref),
+            cosine=round(float(c), 4),
+        )
+
+
+# ---- resumable run -----------------------------------------------------------------------------------
+
+
+def _claim(out: Path, args: dict) -> dict:
+    """Create OUT or resume it; returns progress ({args, done, bytes, complete}).
+
+    A folder holding an audit made with other arguments, or a non-empty folder that holds no audit,
+    is a ValueError. The reconstructions file is cut back to the last recorded chunk.
+    """
+    progress_path = out / "progress.json"
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output {out} exists and is not a folder")
+    if progress_path.is_file():
+        state = _read_json(progress_path)
+        if state.get("args") != args:
+            old = state.get("args", {})
+            diff = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in args.items() if old.get(k) != v)
+            raise ValueError(f"{out} holds an audit made with other arguments ({diff}): use another --out")
+        recon = out / "reconstructions.jsonl"
+        if not recon.is_file() or recon.stat().st_size < state["bytes"]:
+            raise ValueError(f"{recon} is missing or shorter than progress.json records: use another --out")
+        with open(recon, "r+b") as fh:
+            fh.truncate(state["bytes"])
+        return state
+    if out.is_dir() and any(out.iterdir()):
+        raise ValueError(f"output folder {out} is not empty and holds no audit: use another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "reconstructions.jsonl").write_bytes(b"")
+    state = {"args": args, "done": 0, "bytes": 0, "complete": False}
+    _write_json(progress_path, state)
+    return state
+
+
+def _invert_all(inv: Inverter, out: Path, state: dict, ids: list, refs: list[str] | None, progress: bool) -> None:
+    """Invert every record not yet recorded in progress.json, a chunk at a time."""
+    a = state["args"]
+    recon = out / "reconstructions.jsonl"
+    with (
+        open(recon, "ab") as fh,
+        tqdm(
+            total=len(ids), initial=state["done"], desc="auditing", unit="vec", disable=not progress, file=sys.stderr
+        ) as bar,
+    ):
+        for chunk_ids, vecs in iter_vectors(a["vectors"], a["chunk_size"], a["limit"], skip=state["done"]):
+            lo = state["done"]
+            chunk_refs = refs[lo : lo + len(chunk_ids)] if refs is not None else None
+            records = invert_chunk(
+                inv, chunk_ids, vecs, chunk_refs, a["strategy"], a["num_steps"], a["seed"], a["batch_size"]
+            )
+            fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode())
+            fh.flush()
+            os.fsync(fh.fileno())
+            state.update(done=lo + len(records), bytes=fh.tell())
+            _write_json(out / "progress.json", state)
+            bar.update(len(records))
+
+
+def _resolve_args(
+    inv: Inverter,
+    vectors: str,
+    texts: str | None,
+    strategy: str | None,
+    num_steps: int | None,
+    batch_size: int,
+    limit: int | None,
+    seed: int,
+    chunk_size: int,
+) -> dict:
+    """The arguments that decide the output (device and progress do not), validated."""
+    strategy = strategy or inv.cfg.sample.strategy
+    num_steps = num_steps or inv.cfg.sample.num_steps
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
+    if not 1 <= num_steps <= inv.cfg.model.seq_len:
+        raise ValueError(f"steps must be between 1 and {inv.cfg.model.seq_len}, got {num_steps}")
+    if batch_size < 1 or chunk_size < 1:
+        raise ValueError(f"batch size and chunk size must be >= 1, got {batch_size} and {chunk_size}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be a positive number of vectors, got {limit}")
+    p = _check_path(vectors)
+    return {
+        "vectors": str(p.resolve()),
+        "vectors_bytes": p.stat().st_size,
+        "texts": str(Path(texts).resolve()) if texts else None,
+        "model": inv.name,
+        "encoder": inv.cfg.encoder.name,
+        "strategy": strategy,
+        "num_steps": num_steps,
+        "seed": seed,
+        "batch_size": batch_size,
+        "chunk_size": chunk_size,
+        "limit": limit,
+    }
+
+
+def run_audit(
+    vectors: str,
+    texts: str | None = None,
+    model: str = "default",
+    out: str = "audit",
+    strategy: str | None = None,
+    num_steps: int | None = None,
+    batch_size: int = 64,
+    device: str = "cpu",
+    limit: int | None = None,
+    *,
+    seed: int = 0,
+    chunk_size: int = CHUNK_SIZE,
+    encoder=None,
+    progress: bool = True,
+) -> dict:
+    """Audit VECTORS (first ``limit`` records) with ``model``; REF ``texts`` optional. Returns the
+    summary dict (also written as summary.json) and writes the files listed in the module docstring.
+
+    Rerunning the same call resumes an interrupted audit (or only rewrites the report when done).
+    ``encoder`` replaces the model's encoder (tests). Bad input raises ValueError with one line,
+    before any vector is inverted.
+    """
+    out_dir = Path(out)
+    inv = Inverter.load(model, device=device, encoder=encoder)
+    args = _resolve_args(inv, vectors, texts, strategy, num_steps, batch_size, limit, seed, chunk_size)
+    ids = scan_vectors(vectors, inv.dim, inv.name, limit)
+    refs = load_reference(texts, ids, limit) if texts else None
+    state = _claim(out_dir, args)
+    if state["done"] < len(ids):
+        _invert_all(inv, out_dir, state, ids, refs, progress)
+    state["complete"] = True
+    _write_json(out_dir / "progress.json", state)
+    summary = summarise(out_dir / "reconstructions.jsonl", refs is not None)
+    summary.update(
+        model=inv.name,
+        encoder=inv.cfg.encoder.name,
+        vectors=str(vectors),
+        texts=texts,
+        strategy=args["strategy"],
+        num_steps=args["num_steps"],
+        seed=seed,
+        risk_definition=RISK_DEFINITION,
+    )
+    write_report(out_dir, summary)
+    return summary
+
+
+# ---- summary -----------------------------------------------------------------------------------------
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation (average ranks for ties); NaN when either side is constant."""
+    rx, ry = _ranks(np.asarray(x, np.float64)), _ranks(np.asarray(y, np.float64))
+    if len(rx) < 2 or rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _ranks(a: np.ndarray) -> np.ndarray:
+    order = np.argsort(a, kind="mergesort")
+    ranks = np.empty(len(a))
+    ranks[order] = np.arange(len(a))
+    _, inverse, counts = np.unique(a, return_inverse=True, return_counts=True)
+    return (np.bincount(inverse, weights=ranks) / counts)[inverse]
+
+
+@dataclass
+class _Tally:
+    """What the report needs, gathered in one pass over reconstructions.jsonl."""
+
+    risk: list[float] = field(default_factory=list)
+    acc: list[float] = field(default_factory=list)
+    sbleu: list[float] = field(default_factory=list)
+    ref_tokens: list[int] = field(default_factory=list)
+    cos: list[float] = field(default_factory=list)
+    exact: int = 0
+    recons: list[str] = field(default_factory=list)
+    refs: list[str] = field(default_factory=list)
+    top: list = field(default_factory=list)  # heap of (risk, -order, record without per-token arrays)
+
+
+def _tally(path: Path, has_ref: bool, top_n: int) -> _Tally:
+    t = _Tally()
+    with open(path, encoding="utf-8") as fh:
+        for order, line in enumerate(fh):
+            rec = json.loads(line)
+            t.risk.append(rec["risk"])
+            small = {k: v for k, v in rec.items() if k not in ("tokens", "confidence")}
+            item = (rec["risk"], -order, small)
+            if len(t.top) < top_n:
+                heapq.heappush(t.top, item)
+            else:
+                heapq.heappushpop(t.top, item)
+            if has_ref:
+                t.acc.append(rec["token_accuracy"])
+                t.sbleu.append(rec["bleu"])
+                t.ref_tokens.append(rec["reference_tokens"])
+                t.cos.append(rec["cosine"])
+                t.exact += bool(rec["exact"])
+                t.recons.append(rec["text"])
+                t.refs.append(rec["reference"])
+    return t
+
+
+def summarise(path: Path, has_ref: bool, top_n: int = TOP_N) -> dict[str, Any]:
+    """Corpus-level numbers of a finished reconstructions.jsonl (streamed; per-token arrays dropped)."""
+    t = _tally(path, has_ref, top_n)
+    risk = np.asarray(t.risk)
+    edges = np.asarray(RISK_EDGES)
+    counts = np.histogram(risk, bins=edges)[0]
+    s: dict[str, Any] = {
+        "n": len(risk),
+        "risk_mean": float(risk.mean()),
+        "risk_median": float(np.median(risk)),
+        "risk_buckets": [
+            {"low": float(lo), "high": float(hi), "n": int(c)}
+            for lo, hi, c in zip(edges[:-1], edges[1:], counts, strict=True)
+        ],
+        "most_exposed": [rec for _, _, rec in sorted(t.top, key=lambda x: (-x[0], -x[1]))],
+    }
+    if has_ref:
+        acc, lens = np.asarray(t.acc), np.asarray(t.ref_tokens)
+        s.update(
+            token_accuracy=float((acc * lens).sum() / lens.sum()),  # pooled over positions, as evaluate reports
+            token_accuracy_mean=float(acc.mean()),
+            exact_match=t.exact / len(acc),
+            bleu=bleu(t.recons, t.refs),
+            cosine=float(np.mean(t.cos)),
+            recovered_at_least={str(level): int((acc >= level - 1e-9).sum()) for level in ACCURACY_LEVELS},
+            spearman_risk_vs_accuracy=spearman(risk, acc),
+            spearman_risk_vs_bleu=spearman(risk, t.sbleu),
+            calibration=calibration_bins(risk, acc, np.asarray(t.sbleu)),
+            top_decile=top_decile(risk, acc, np.asarray(t.sbleu)),
+        )
+        s["_scatter"] = (risk, acc)
+    s["_risk"] = risk
+    return s
+
+
+def calibration_bins(
+    risk: np.ndarray, acc: np.ndarray, sbleu: np.ndarray, bins: int = CALIBRATION_BINS
+) -> list[dict[str, float]]:
+    """Records sorted by risk, cut into ``bins`` groups of (nearly) equal size: mean risk, mean
+    measured token accuracy and mean sentence BLEU of each."""
+    order = np.argsort(risk, kind="mergesort")
+    groups = [g for g in np.array_split(order, min(bins, len(order))) if len(g)]
+    return [
+        {
+            "n": len(g),
+            "risk": float(risk[g].mean()),
+            "token_accuracy": float(acc[g].mean()),
+            "bleu": float(sbleu[g].mean()),
+        }
+        for g in groups
+    ]
+
+
+def top_decile(risk: np.ndarray, acc: np.ndarray, sbleu: np.ndarray, level: float = 0.25) -> dict[str, float]:
+    """Triage value of the risk score: the 10% of records with the highest risk (at least one) against
+    all records: mean token accuracy, mean sentence BLEU, share with token accuracy >= ``level``."""
+    top = np.argsort(-risk, kind="mergesort")[: max(1, len(risk) // 10)]
+    return {
+        "n": len(top),
+        "level": level,
+        "token_accuracy_mean": float(acc[top].mean()),
+        "bleu_mean": float(sbleu[top].mean()),
+        "share_at_level": float((acc[top] >= level - 1e-9).mean()),
+        "all_token_accuracy_mean": float(acc.mean()),
+        "all_bleu_mean": float(sbleu.mean()),
+        "all_share_at_level": float((acc >= level - 1e-9).mean()),
+    }
+
+
+# ---- report ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Section:
+    """One report section, rendered the same way to Markdown and HTML."""
+
+    title: str
+    paragraphs: list[str] = field(default_factory=list)
+    image: str | None = None  # a PNG file name beside the report
+    table: tuple[list[str], list[list[str]]] | None = None
+
+
+def markdown_table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table; cells are str()-ed and their pipes escaped."""
+
+    def cell(v: Any) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(map(cell, head)) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def build_sections(s: dict[str, Any]) -> list[Section]:
+    """The report's sections from a summary (see ``summarise``)."""
+    n = s["n"]
+    overview = [
+        f"Model `{s['model']}` (encoder `{s['encoder']}`), strategy `{s['strategy']}`, {s['num_steps']} steps, "
+        f"seed {s['seed']}. Vectors: `{s['vectors']}` ({n} records). Reference texts: "
+        + (f"`{s['texts']}`." if s["texts"] else "none (only the decoder's own risk score is available)."),
+        f"Risk score: {s['risk_definition']}. Mean {s['risk_mean']:.3f}, median {s['risk_median']:.3f}.",
+    ]
+    sections = [Section("Overview", overview)]
+    if "token_accuracy" in s:
+        rows = [
+            ["token accuracy (pooled over reference tokens)", _pct(s["token_accuracy"])],
+            ["token accuracy (mean per record)", _pct(s["token_accuracy_mean"])],
+            ["exact match", _pct(s["exact_match"])],
+            ["BLEU", f"{s['bleu']:.1f}"],
+            ["cosine (reconstruction re-embedded vs stored vector)", f"{s['cosine']:.3f}"],
+        ]
+        sections.append(
+            Section(
+                "Measured leakage",
+                [
+                    "Measured against the reference texts as the decoder "
+                    "can write them (its tokenizer, cut to its length)."
+                ],
+                table=(["metric", "value"], rows),
+            )
+        )
+    rows = [[f"{b['low']:.1f}–{b['high']:.1f}", b["n"], _pct(b["n"] / n)] for b in s["risk_buckets"]]
+    paras = ["How many records the decoder believes it recovered, by risk score."]
+    if "recovered_at_least" in s:
+        got = ", ".join(f"{c} ({_pct(c / n)}) at ≥{_pct(float(k))}" for k, c in s["recovered_at_least"].items())
+        paras.append(f"Measured token accuracy: {got}.")
+    sections.append(Section("Recovery", paras, "recovery.png", (["risk score", "records", "share"], rows)))
+    sections.append(_exposed_section(s))
+    if "calibration" in s:
+        sections.append(_calibration_section(s))
+    return sections
+
+
+def _rho(x: float) -> str:
+    return "n/a (one side is the same for every record)" if math.isnan(x) else f"{x:.3f}"
+
+
+def _calibration_section(s: dict[str, Any]) -> Section:
+    t = s["top_decile"]
+    paras = [
+        f"Spearman rank correlation of the risk score with measured token accuracy: "
+        f"**{_rho(s['spearman_risk_vs_accuracy'])}**; with sentence BLEU: **{_rho(s['spearman_risk_vs_bleu'])}** "
+        "(1 = the risk score ranks records exactly by how much of their text is recovered).",
+        f"Triage: the {t['n']} records with the highest risk score (top 10%) have mean token accuracy "
+        f"{_pct(t['token_accuracy_mean'])} (all records: {_pct(t['all_token_accuracy_mean'])}), mean sentence "
+        f"BLEU {t['bleu_mean']:.1f} ({t['all_bleu_mean']:.1f}), and {_pct(t['share_at_level'])} of them have "
+        f"token accuracy ≥ {_pct(t['level'])} (all records: {_pct(t['all_share_at_level'])}).",
+        "Records sorted by risk score in groups of equal size:",
+    ]
+    head = ["records", "mean risk score", "mean measured token accuracy", "mean sentence BLEU"]
+    rows = [[b["n"], f"{b['risk']:.3f}", _pct(b["token_accuracy"]), f"{b['bleu']:.1f}"] for b in s["calibration"]]
+    return Section(
+        "Calibration: does the risk score predict measured accuracy?", paras, "calibration.png", (head, rows)
+    )
+
+
+def _exposed_section(s: dict[str, Any]) -> Section:
+    recs = s["most_exposed"]
+    has_ref = bool(recs) and "reference" in recs[0]
+    head = ["id", "risk", "reconstruction"] + (["reference", "token acc", "BLEU"] if has_ref else [])
+    rows = []
+    for r in recs:
+        row = [r["id"], f"{r['risk']:.3f}", r["text"]]
+        if has_ref:
+            row += [r["reference"], _pct(r["token_accuracy"]), f"{r['bleu']:.1f}"]
+        rows.append(row)
+    return Section(
+        "Most exposed records", [f"The {len(recs)} records with the highest risk score."], table=(head, rows)
+    )
+
+
+def render_markdown(title: str, sections: Sequence[Section]) -> str:
+    parts = [f"# {title}"]
+    for sec in sections:
+        parts.append(f"## {sec.title}")
+        parts += sec.paragraphs
+        if sec.image:
+            parts.append(f"![{sec.title}]({sec.image})")
+        if sec.table:
+            parts.append(markdown_table(*sec.table))
+    return "\n\n".join(parts) + "\n"
+
+
+CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;"
+    "vertical-align:top}th{background:#f3f3f3}img{max-width:100%}code{background:#f3f3f3;padding:0 3px}"
+)
+
+
+def _inline(text: str) -> str:
+    """Escape, then the two Markdown marks the paragraphs use: `code` and **bold**."""
+    out = html.escape(text)
+    for mark, tag in (("**", "b"), ("`", "code")):
+        bits = out.split(mark)
+        out = "".join(b if i % 2 == 0 else f"<{tag}>{b}</{tag}>" for i, b in enumerate(bits))
+    return out
+
+
+def render_html(title: str, sections: Sequence[Section], folder: Path) -> str:
+    """A self-contained page: inline CSS, each PNG (read from ``folder``) embedded as a data URI."""
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+    ]
+    for sec in sections:
+        parts.append(f"<h2>{html.escape(sec.title)}</h2>")
+        parts += [f"<p>{_inline(p)}</p>" for p in sec.paragraphs]
+        if sec.image:
+            data = base64.b64encode((folder / sec.image).read_bytes()).decode()
+            parts.append(f"<img alt='{html.escape(sec.title)}' src='data:image/png;base64,{data}'>")
+        if sec.table:
+            head, rows = sec.table
+            parts.append("<table><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in head) + "</tr>")
+            parts += ["<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows]
+            parts.append("</table>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_recovery(s: dict[str, Any], path: Path) -> None:
+    """PNG: histogram of risk scores and, with REF, of measured token accuracy."""
+    plt = pyplot()
+    panels = [("risk score (decoder confidence)", s["_risk"])]
+    if "_scatter" in s:
+        panels.append(("measured token accuracy", s["_scatter"][1]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, (label, values) in zip(axes[0], panels, strict=True):
+        ax.hist(values, bins=20, range=(0, 1), color="#4477aa")
+        ax.set_xlabel(label)
+        ax.set_ylabel("records")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"recovery of {s['n']} records")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_calibration(s: dict[str, Any], path: Path) -> None:
+    """PNG: risk score against measured token accuracy (a sample of points), group means, y = x."""
+    plt = pyplot()
+    risk, acc = s["_scatter"]
+    pick = np.random.default_rng(0).permutation(len(risk))[:SCATTER_MAX]
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.scatter(risk[pick], acc[pick], s=6, alpha=0.25, color="#4477aa", label="records")
+    b = s["calibration"]
+    ax.plot([x["risk"] for x in b], [x["token_accuracy"] for x in b], "o-", color="#cc3311", label="group means")
+    ax.plot([0, 1], [0, 1], "--", color="#999999", label="y = x")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("risk score")
+    ax.set_ylabel("measured token accuracy")
+    ax.set_title(f"Spearman ρ = {s['spearman_risk_vs_accuracy']:.3f}")
+    ax.legend(loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(out: Path, s: dict[str, Any]) -> None:
+    """recovery.png (+ calibration.png), report.md, report.html and summary.json in ``out``.
+
+    Removes the summary's private arrays (keys starting with '_') once plotted."""
+    plot_recovery(s, out / "recovery.png")
+    if "_scatter" in s:
+        plot_calibration(s, out / "calibration.png")
+    for k in [k for k in s if k.startswith("_")]:
+        del s[k]
+    title = f"Embedding leakage audit: {s['n']} records"
+    sections = build_sections(s)
+    (out / "report.md").write_text(render_markdown(title, sections), encoding="utf-8")
+    (out / "report.html").write_text(render_html(title, sections, out), encoding="utf-8")
+    (out / "summary.json").write_text(json.dumps(s, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    log.info("wrote the audit report to %s", out / "report.md")
