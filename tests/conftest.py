@@ -60,8 +60,14 @@ def minilm_encoder():
     return load_encoder("minilm")
 
 
-def make_model_dir(path: Path, tokenizer, cond_dim: int, encoder_name: str = "minilm", seed: int = 0,
-                   overrides: list[str] | None = None) -> Path:
+def make_model_dir(
+    path: Path,
+    tokenizer,
+    cond_dim: int,
+    encoder_name: str = "minilm",
+    seed: int = 0,
+    overrides: list[str] | None = None,
+) -> Path:
     """A random tiny Denoiser saved as a model folder (config.json + model.safetensors)."""
     from unembed.checkpoint import save_model
     from unembed.config import load_config, resolve_derived

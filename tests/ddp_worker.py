@@ -10,8 +10,16 @@ from unembed.config import load_config
 from unembed.train import Trainer
 
 data, out = sys.argv[1], Path(sys.argv[2])
-cfg = load_config("tiny", overrides=[f"train.data={data}", "encoder.name=fake", "train.max_steps=6",
-                                     "train.eval_every=0", "train.save_every=0"])
+cfg = load_config(
+    "tiny",
+    overrides=[
+        f"train.data={data}",
+        "encoder.name=fake",
+        "train.max_steps=6",
+        "train.eval_every=0",
+        "train.save_every=0",
+    ],
+)
 trainer = Trainer(cfg, out / "run", progress=False)
 trainer.run()
 rank = torch.distributed.get_rank()

@@ -13,8 +13,17 @@ def run(capsys, *argv):
 
 
 def test_invert_text_prints_reconstruction_and_scores(capsys, tiny_model_dir):
-    code, out, err = run(capsys, "invert", "--model", str(tiny_model_dir), "--text", "The weather is lovely today.",
-                         "--steps", "4", "--json")
+    code, out, err = run(
+        capsys,
+        "invert",
+        "--model",
+        str(tiny_model_dir),
+        "--text",
+        "The weather is lovely today.",
+        "--steps",
+        "4",
+        "--json",
+    )
     assert code == 0
     rec = json.loads(out)
     assert rec["input"] == "The weather is lovely today." and isinstance(rec["text"], str)
@@ -27,10 +36,36 @@ def test_invert_vector_files_round_trip(capsys, tmp_path, tiny_model_dir):
     with open(tmp_path / "v.jsonl", "w") as fh:
         for i, v in enumerate(vecs):
             fh.write(json.dumps({"id": f"r{i}", "embedding": v.tolist()}) + "\n")
-    assert run(capsys, "invert", "--model", str(tiny_model_dir), "--vectors", str(tmp_path / "v.npy"), "--out",
-               str(tmp_path / "a.jsonl"), "--steps", "3")[0] == 0
-    assert run(capsys, "invert", "--model", str(tiny_model_dir), "--vectors", str(tmp_path / "v.jsonl"), "--out",
-               str(tmp_path / "b.jsonl"), "--steps", "3")[0] == 0
+    assert (
+        run(
+            capsys,
+            "invert",
+            "--model",
+            str(tiny_model_dir),
+            "--vectors",
+            str(tmp_path / "v.npy"),
+            "--out",
+            str(tmp_path / "a.jsonl"),
+            "--steps",
+            "3",
+        )[0]
+        == 0
+    )
+    assert (
+        run(
+            capsys,
+            "invert",
+            "--model",
+            str(tiny_model_dir),
+            "--vectors",
+            str(tmp_path / "v.jsonl"),
+            "--out",
+            str(tmp_path / "b.jsonl"),
+            "--steps",
+            "3",
+        )[0]
+        == 0
+    )
     a = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
     b = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()]
     assert [r["id"] for r in b] == ["r0", "r1", "r2"] and [r["text"] for r in a] == [r["text"] for r in b]

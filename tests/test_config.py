@@ -6,20 +6,28 @@ from unembed.config import load_config, load_config_json, parse_overrides, resol
 def test_presets_and_overrides():
     cfg = load_config("base")
     assert (cfg.model.n_layers, cfg.model.width, cfg.model.n_heads, cfg.model.mlp_dim, cfg.model.seq_len) == (
-        8, 768, 12, 3072, 32)
+        8,
+        768,
+        12,
+        3072,
+        32,
+    )
     cfg = load_config("tiny", overrides=["train.lr=0.01", "model.init=encoder", "train.betas=[0.8, 0.9]"])
     assert cfg.train.lr == 0.01 and cfg.model.init == "encoder" and cfg.train.betas == (0.8, 0.9)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.lrr=1", "unknown config key 'train.lrr'"),
-    ("nosection.x=1", "unknown config key 'nosection'"),
-    ("train.batch_size=abc", "train.batch_size"),
-    ("train.lr=yes", "train.lr"),
-    ("model.width=12.5", "model.width"),
-    ("schedule.kind=cosine", "schedule.kind"),
-    ("trainlr", "key.sub=value"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.lrr=1", "unknown config key 'train.lrr'"),
+        ("nosection.x=1", "unknown config key 'nosection'"),
+        ("train.batch_size=abc", "train.batch_size"),
+        ("train.lr=yes", "train.lr"),
+        ("model.width=12.5", "model.width"),
+        ("schedule.kind=cosine", "schedule.kind"),
+        ("trainlr", "key.sub=value"),
+    ],
+)
 def test_bad_overrides_fail_loudly(override, message):
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):
         load_config("tiny", overrides=[override])

@@ -49,10 +49,7 @@ def _sentences(source: str, **kw) -> list[tuple[str, str]]:
 
 def test_news_quotes_and_apostrophes_are_repaired(builtin_fixtures):
     texts = [s for _, s in _sentences("builtin:news")]
-    assert (
-        "The Senate voted on DeVos' highly contentious nomination this afternoon after a long debate."
-        in texts
-    )
+    assert "The Senate voted on DeVos' highly contentious nomination this afternoon after a long debate." in texts
     assert any(t.startswith('"It is hard to imagine a worse choice," Sen. Elizabeth Warren') for t in texts)
     assert any("didn't become" in t for t in texts)
     assert not any("http" in t for t in texts)
@@ -90,8 +87,7 @@ def test_brown_is_detokenised(builtin_fixtures):
     assert texts == [
         "The Fulton County Grand Jury said Friday an investigation of Atlanta's recent primary election "
         'produced "no evidence" that any irregularities took place.',
-        "The danger lay not in believing that our own bombs would deter the enemy (or so they said), "
-        "and that was all.",
+        "The danger lay not in believing that our own bombs would deter the enemy (or so they said), and that was all.",
     ]
 
 
@@ -242,13 +238,10 @@ def test_rejected(text):
 
 def test_normalize_whitespace_typography_and_mojibake():
     assert (
-        corpus.normalize("  It\u2019s \u201cfine\u201d\n\tnow -- really\u2026 ")
-        == 'It\'s "fine" now \u2014 really...'
+        corpus.normalize("  It\u2019s \u201cfine\u201d\n\tnow -- really\u2026 ") == 'It\'s "fine" now \u2014 really...'
     )
     assert corpus.normalize("caf\u00c3\u00a9") == "caf\u00e9"
-    assert corpus.normalize(corpus.normalize("A \u201cb\u201d -- c")) == corpus.normalize(
-        "A \u201cb\u201d -- c"
-    )
+    assert corpus.normalize(corpus.normalize("A \u201cb\u201d -- c")) == corpus.normalize("A \u201cb\u201d -- c")
 
 
 def test_quotes_spanning_sentences_are_completed():
@@ -306,10 +299,7 @@ def test_txt_source(tmp_path):
 def test_jsonl_source_keeps_source_field(tmp_path):
     path = tmp_path / "docs.jsonl"
     path.write_text(
-        "\n".join(
-            json.dumps({"text": t, **({"source": "web"} if i == 0 else {})}) for i, t in enumerate(TEXTS)
-        )
-        + "\n"
+        "\n".join(json.dumps({"text": t, **({"source": "web"} if i == 0 else {})}) for i, t in enumerate(TEXTS)) + "\n"
     )
     assert [s for s, _ in _sentences(str(path))] == ["web", "web", "docs"]
     bad = tmp_path / "bad.jsonl"
@@ -342,8 +332,7 @@ def test_c4_local_json_through_the_streaming_path(tmp_path):
     path = tmp_path / "c4-train.00000-of-01024.json"
     path.write_text(
         "\n".join(
-            json.dumps({"text": t, "timestamp": "2019-04-25T12:57:54Z", "url": "https://example.com"})
-            for t in TEXTS
+            json.dumps({"text": t, "timestamp": "2019-04-25T12:57:54Z", "url": "https://example.com"}) for t in TEXTS
         )
         + "\n"
     )

@@ -50,8 +50,17 @@ def test_qwen3_path_end_to_end_and_padding_side():
     tok = _qwen_tokenizer()
     assert len(tok) == 151669
     torch.manual_seed(0)
-    model = Qwen3Model(Qwen3Config(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                   num_key_value_heads=2, head_dim=16, intermediate_size=128))
+    model = Qwen3Model(
+        Qwen3Config(
+            vocab_size=len(tok),
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            intermediate_size=128,
+        )
+    )
     texts = ["Hello there.", "A somewhat longer sentence to force some padding here."]
     vecs = {}
     for side in ("left", "right"):

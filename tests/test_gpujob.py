@@ -10,18 +10,35 @@ from unembed.inverter import Inverter
 
 @pytest.mark.slow
 def test_pack_then_job_writes_loadable_float16_shards(tmp_path):
-    lines = [f"The {c} {a} walked to the {p} on a quiet morning in {m}." for c in ("red", "old", "small", "happy")
-             for a in ("dog", "man", "bird") for p in ("park", "river", "market") for m in ("May", "June")]
+    lines = [
+        f"The {c} {a} walked to the {p} on a quiet morning in {m}."
+        for c in ("red", "old", "small", "happy")
+        for a in ("dog", "man", "bird")
+        for p in ("park", "river", "market")
+        for m in ("May", "June")
+    ]
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"text": t, "source": "toy"}) + "\n" for t in lines))
     info = pack(str(corpus), "minilm", str(tmp_path / "pack"), max_mb=60)
     assert info["sentences"] == len(lines) and info["mb"] < 60
     with pytest.raises(ValueError, match="over the 1 MB limit"):
         pack(str(corpus), "minilm", str(tmp_path / "pack2"), max_mb=1)
-    result = run_job(str(tmp_path / "pack"), str(tmp_path / "out"), minutes=0.8, config="tiny",
-                     overrides=["model.seq_len=16", "train.eval_every=20", "train.save_every=20",
-                                "train.eval_decode_n=8", "train.batch_size=16"],
-                     work=str(tmp_path / "work"), shard_mb=1.0, recipes=["rand-linear-lr1e-3"])
+    result = run_job(
+        str(tmp_path / "pack"),
+        str(tmp_path / "out"),
+        minutes=0.8,
+        config="tiny",
+        overrides=[
+            "model.seq_len=16",
+            "train.eval_every=20",
+            "train.save_every=20",
+            "train.eval_decode_n=8",
+            "train.batch_size=16",
+        ],
+        work=str(tmp_path / "work"),
+        shard_mb=1.0,
+        recipes=["rand-linear-lr1e-3"],
+    )
     assert result["best"] == "rand-linear-lr1e-3" and result["runs"]["rand-linear-lr1e-3"]["ok"]
     shards = sorted((tmp_path / "out").glob("model-*.safetensors"))
     assert len(shards) > 1 and all(s.stat().st_size <= 2**20 + 4096 for s in shards)

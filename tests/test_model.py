@@ -7,7 +7,8 @@ from unembed.schedule import corrupt, sample_t
 
 
 def tiny(vocab=100, dim=8, **kw):
-    cfg = resolve_derived(load_config("tiny", overrides=[f"model.{k}={v}" for k, v in kw.items()]), vocab, dim, 99, 0, 1)
+    base = load_config("tiny", overrides=[f"model.{k}={v}" for k, v in kw.items()])
+    cfg = resolve_derived(base, vocab, dim, 99, 0, 1)
     return cfg, Denoiser(cfg.model)
 
 
@@ -48,15 +49,17 @@ def test_gradients_reach_condition_mlp_after_a_few_steps():
 def test_init_from_encoder_copies_matching_tensors():
     _, m = tiny(vocab=100, dim=8, width=64, n_heads=4, mlp_dim=128)
     w = 64
-    state = {"embeddings.word_embeddings.weight": torch.randn(100, w),
-             "embeddings.position_embeddings.weight": torch.randn(512, w),
-             "encoder.layer.0.attention.self.query.weight": torch.randn(w, w),
-             "encoder.layer.0.attention.self.key.weight": torch.randn(w, w),
-             "encoder.layer.0.attention.self.value.weight": torch.randn(w, w),
-             "encoder.layer.0.attention.self.query.bias": torch.randn(w),
-             "encoder.layer.0.attention.self.key.bias": torch.randn(w),
-             "encoder.layer.0.attention.self.value.bias": torch.randn(w),
-             "encoder.layer.0.intermediate.dense.weight": torch.randn(128, w)}
+    state = {
+        "embeddings.word_embeddings.weight": torch.randn(100, w),
+        "embeddings.position_embeddings.weight": torch.randn(512, w),
+        "encoder.layer.0.attention.self.query.weight": torch.randn(w, w),
+        "encoder.layer.0.attention.self.key.weight": torch.randn(w, w),
+        "encoder.layer.0.attention.self.value.weight": torch.randn(w, w),
+        "encoder.layer.0.attention.self.query.bias": torch.randn(w),
+        "encoder.layer.0.attention.self.key.bias": torch.randn(w),
+        "encoder.layer.0.attention.self.value.bias": torch.randn(w),
+        "encoder.layer.0.intermediate.dense.weight": torch.randn(128, w),
+    }
     copied = init_from_encoder(m, state)
     assert "tok" in copied and "pos" in copied and "encoder.layer.0.qkv.weight" in copied
     assert torch.equal(m.tok.weight, state["embeddings.word_embeddings.weight"])

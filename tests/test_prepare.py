@@ -58,9 +58,7 @@ def source_file(tmp_path_factory) -> Path:
 
 def _prepare(source, out, tok, **kw):
     kw.setdefault("encoder_obj", HashEncoder(tok))
-    return run_prepare(
-        str(source), "fake", out, seq_len=16, batch_size=5, chunk_size=16, progress=False, **kw
-    )
+    return run_prepare(str(source), "fake", out, seq_len=16, batch_size=5, chunk_size=16, progress=False, **kw)
 
 
 def test_layout_and_manifest(source_file, tmp_path, minilm_tokenizer):
@@ -215,9 +213,7 @@ def test_prepared_data_reader(source_file, tmp_path, minilm_tokenizer):
     np.testing.assert_array_equal(np.sort(np.concatenate(shards)), parts[0])
     records = [json.loads(line) for line in (tmp_path / "out" / "texts.jsonl").read_text().splitlines()]
     assert data.texts([5, 0, 125]) == [records[i]["text"] for i in (5, 0, 125)]
-    np.testing.assert_array_equal(
-        data.ids[5], DecoderTokenizer(minilm_tokenizer, 16).encode(data.texts([5]))[0]
-    )
+    np.testing.assert_array_equal(data.ids[5], DecoderTokenizer(minilm_tokenizer, 16).encode(data.texts([5]))[0])
     with pytest.raises(ValueError, match="unknown split"):
         data.rows("dev")
     with pytest.raises(ValueError, match="row 126"):
@@ -251,10 +247,7 @@ def test_real_minilm_end_to_end(source_file, tmp_path):
         progress=True,
         encoder_obj=enc,
     )
-    assert (
-        manifest["encoder"]["weights_sha256"]
-        == "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-    )
+    assert manifest["encoder"]["weights_sha256"] == "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
     assert manifest["encoder"]["dim"] == 384 and manifest["token_length"]["truncated_share"] == 0
     data = PreparedData(tmp_path / "out")
     expected = enc.encode(data.texts(range(12)))

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from unembed.config import load_config, resolve_derived
@@ -60,8 +60,17 @@ def test_no_mask_left_and_exact_forward_passes(model, strategy, num_steps):
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_seeded_and_reproducible(model, strategy):
     cond = torch.randn(4, 8)
-    run = lambda seed: [s.ids for s in denoise(model, cond, strategy=strategy, num_steps=6,  # noqa: E731
-                                               generator=torch.Generator().manual_seed(seed), temperature=1.0)]
+    run = lambda seed: [
+        s.ids
+        for s in denoise(
+            model,
+            cond,
+            strategy=strategy,
+            num_steps=6,  # noqa: E731
+            generator=torch.Generator().manual_seed(seed),
+            temperature=1.0,
+        )
+    ]
     a, b = run(1), run(1)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
 
@@ -93,9 +102,14 @@ def test_remask_remasks_and_two_stage_refines(model):
     assert two[3].remasked.sum(1).eq(4).all()  # then 25% of 16 positions go back to masks
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(strategy="beam"), "unknown strategy"), (dict(num_steps=0), "num_steps"), (dict(num_steps=17), "num_steps"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(strategy="beam"), "unknown strategy"),
+        (dict(num_steps=0), "num_steps"),
+        (dict(num_steps=17), "num_steps"),
+    ],
+)
 def test_bad_arguments(model, bad, message):
     with pytest.raises(ValueError, match=message):
         list(denoise(model, torch.randn(1, 8), **bad))

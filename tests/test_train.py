@@ -12,9 +12,12 @@ from unembed.config import load_config
 from unembed.prepare import PreparedData, run_prepare
 from unembed.train import BatchOrder, Trainer, train
 
-SENTENCES = [f"Sentence number {w} talks about the {c} {a} in a short way." for w in
-             ("one", "two", "three", "four", "five", "six", "seven", "eight")
-             for c in ("red", "green", "blue", "black") for a in ("dog", "cat")]
+SENTENCES = [
+    f"Sentence number {w} talks about the {c} {a} in a short way."
+    for w in ("one", "two", "three", "four", "five", "six", "seven", "eight")
+    for c in ("red", "green", "blue", "black")
+    for a in ("dog", "cat")
+]
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +29,18 @@ def data_dir(tmp_path_factory, fake_encoder):
 
 
 def cfg_for(data_dir, *extra):
-    return load_config("tiny", overrides=[f"train.data={data_dir}", "encoder.name=fake", "train.max_steps=12",
-                                          "train.eval_every=6", "train.save_every=6", "train.eval_decode_n=8",
-                                          *extra])
+    return load_config(
+        "tiny",
+        overrides=[
+            f"train.data={data_dir}",
+            "encoder.name=fake",
+            "train.max_steps=12",
+            "train.eval_every=6",
+            "train.save_every=6",
+            "train.eval_decode_n=8",
+            *extra,
+        ],
+    )
 
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, data_dir):
@@ -37,7 +49,8 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, data_dir):
     resumed = train(cfg_for(data_dir), tmp_path / "b", progress=False)
     assert resumed["train_step"] == straight["train_step"] == 12
     assert abs(resumed["loss"] - straight["loss"]) < 1e-6
-    wa, wb = load_file(str(tmp_path / "a/state/model.safetensors")), load_file(str(tmp_path / "b/state/model.safetensors"))
+    wa = load_file(str(tmp_path / "a/state/model.safetensors"))
+    wb = load_file(str(tmp_path / "b/state/model.safetensors"))
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
     assert (tmp_path / "a/model.safetensors").is_file() and (tmp_path / "a/config.json").is_file()
     logs = (tmp_path / "a/log.jsonl").read_text()
@@ -76,8 +89,16 @@ def test_batch_order_is_a_pure_function_of_the_cursor():
 
 def test_ddp_two_processes_agree(tmp_path, data_dir):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parent))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(Path(__file__).parent / "ddp_worker.py"), str(data_dir), str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(Path(__file__).parent / "ddp_worker.py"),
+        str(data_dir),
+        str(tmp_path),
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     w0, w1 = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))

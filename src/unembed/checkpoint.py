@@ -32,8 +32,9 @@ def _atomic_text(text: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def save_model(folder: Path, cfg: Config, weights: dict[str, torch.Tensor], dtype: torch.dtype | None = None,
-               shard_mb: float = 0.0) -> list[Path]:
+def save_model(
+    folder: Path, cfg: Config, weights: dict[str, torch.Tensor], dtype: torch.dtype | None = None, shard_mb: float = 0.0
+) -> list[Path]:
     """Write config.json and the weights (optionally cast, optionally split into shards)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -104,12 +105,14 @@ def load_model(folder: Path, device: str | torch.device = "cpu"):
     model = Denoiser(cfg.model)
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
-        raise ValueError(f"weights in {folder} do not match its config (missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]})")
+        raise ValueError(
+            f"weights in {folder} do not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     return cfg, model.to(device).eval()
 
 
 # ---- training state -------------------------------------------------------------------------
+
 
 def save_state(run_dir: Path, cfg: Config, tensors: dict[str, dict[str, torch.Tensor]], info: dict[str, Any]) -> None:
     """Atomically write run_dir/state/: one safetensors file per group plus state.json."""

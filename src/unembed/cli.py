@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("audit", help="invert a dump of stored vectors: per-record risk and a report (resumable)")
     p.add_argument("vectors", help="FILE.npy [N, D], FILE.jsonl (id, embedding) or FILE.parquet (id, embedding)")
-    p.add_argument("--texts", default=None, help="true texts: FILE.jsonl (id, text) or FILE.txt (one a vector, in order)")
+    p.add_argument("--texts", default=None, help="true texts: FILE.jsonl (id, text) or FILE.txt (in vector order)")
     p.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
     p.add_argument("--limit", type=int, default=None, help="audit only the first N vectors")
     p.add_argument("--batch-size", type=int, default=64)
@@ -88,13 +88,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("defend", help="leakage (naive and adaptive attackers) vs retrieval utility of defenses")
     p.add_argument("--data", required=True, help="a prepared data folder")
-    p.add_argument("--defense", dest="defenses", action="append", required=True, metavar="SPEC",
-                   help="noise:SIGMA | quantize:int8 | quantize:binary | truncate:DIMS | rotate (repeatable)")
+    p.add_argument(
+        "--defense",
+        dest="defenses",
+        action="append",
+        required=True,
+        metavar="SPEC",
+        help="noise:SIGMA | quantize:int8 | quantize:binary | truncate:DIMS | rotate (repeatable)",
+    )
     p.add_argument("--split", default="test", choices=["train", "validation", "test", "all"])
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--out", required=True, help="folder for defend.json, defend.md and privacy_utility.png")
-    p.add_argument("--attack-k", type=int, action="append", default=None,
-                   help="leaked (clean, defended) pairs for the adaptive attacker (repeatable; default 16 64 256 1024)")
+    p.add_argument(
+        "--attack-k",
+        type=int,
+        action="append",
+        default=None,
+        help="leaked (clean, defended) pairs for the adaptive attacker (repeatable; default 16 64 256 1024)",
+    )
     p.add_argument("--noise-model", default=None, help="a model trained with train.cond_noise, to attack noise with")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-progress", action="store_true")
@@ -127,8 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return COMMANDS[args.command](args) or 0
     except (CliError, ValueError, FileNotFoundError) as exc:
@@ -141,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # ---- commands ----------------------------------------------------------------------------------
 
+
 def cmd_corpus(args) -> int:
     from .corpus import write_corpus
 
@@ -152,9 +165,19 @@ def cmd_corpus(args) -> int:
 def cmd_prepare(args) -> int:
     from .prepare import run_prepare
 
-    manifest = run_prepare(args.source, args.encoder, args.out, limit=args.limit, seq_len=args.seq_len,
-                           batch_size=args.batch_size, chunk_size=args.chunk_size, device=args.device,
-                           dtype=args.dtype, progress=not args.no_progress, skip_missing=args.skip_missing)
+    manifest = run_prepare(
+        args.source,
+        args.encoder,
+        args.out,
+        limit=args.limit,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        chunk_size=args.chunk_size,
+        device=args.device,
+        dtype=args.dtype,
+        progress=not args.no_progress,
+        skip_missing=args.skip_missing,
+    )
     print(f"prepared {manifest['count']} sentences in {args.out}")
     return 0
 
@@ -169,7 +192,7 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _read_vectors(path: str) -> tuple[list, "object"]:
+def _read_vectors(path: str) -> tuple[list, object]:
     import numpy as np
 
     p = Path(path)
@@ -226,18 +249,40 @@ def cmd_invert(args) -> int:
 def cmd_evaluate(args) -> int:
     from .evaluate import run_evaluate
 
-    run_evaluate(model=args.model, texts=args.texts, data=args.data, split=args.split, limit=args.limit,
-                 strategy=args.strategy, num_steps=args.steps, out=args.out, sweep=args.sweep,
-                 rerank=args.rerank, seed=args.seed, device=args.device, batch_size=args.batch_size)
+    run_evaluate(
+        model=args.model,
+        texts=args.texts,
+        data=args.data,
+        split=args.split,
+        limit=args.limit,
+        strategy=args.strategy,
+        num_steps=args.steps,
+        out=args.out,
+        sweep=args.sweep,
+        rerank=args.rerank,
+        seed=args.seed,
+        device=args.device,
+        batch_size=args.batch_size,
+    )
     return 0
 
 
 def cmd_audit(args) -> int:
     from .audit import run_audit
 
-    summary = run_audit(args.vectors, texts=args.texts, model=args.model, out=args.out, strategy=args.strategy,
-                        num_steps=args.steps, batch_size=args.batch_size, device=args.device, limit=args.limit,
-                        seed=args.seed, progress=not args.no_progress)
+    summary = run_audit(
+        args.vectors,
+        texts=args.texts,
+        model=args.model,
+        out=args.out,
+        strategy=args.strategy,
+        num_steps=args.steps,
+        batch_size=args.batch_size,
+        device=args.device,
+        limit=args.limit,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
     print(f"audited {summary['n']} vectors: {Path(args.out) / 'report.md'} and report.html", file=sys.stderr)
     return 0
 
@@ -245,9 +290,22 @@ def cmd_audit(args) -> int:
 def cmd_defend(args) -> int:
     from .defend import run_defend
 
-    run_defend(args.data, args.defenses, model=args.model, out=args.out, split=args.split, limit=args.limit,
-               attack_k=args.attack_k, noise_model=args.noise_model, device=args.device, strategy=args.strategy,
-               num_steps=args.steps, seed=args.seed, batch_size=args.batch_size, progress=not args.no_progress)
+    run_defend(
+        args.data,
+        args.defenses,
+        model=args.model,
+        out=args.out,
+        split=args.split,
+        limit=args.limit,
+        attack_k=args.attack_k,
+        noise_model=args.noise_model,
+        device=args.device,
+        strategy=args.strategy,
+        num_steps=args.steps,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
     print((Path(args.out) / "defend.md").read_text())
     return 0
 
@@ -270,15 +328,33 @@ def cmd_gpu_pack(args) -> int:
 def cmd_gpu_train(args) -> int:
     from .gpujob import run_job
 
-    result = run_job(args.pack, args.out, minutes=args.minutes, config=args.config, overrides=args.overrides,
-                     work=args.work, shard_mb=args.shard_mb, recipes=args.recipe, limit=args.limit)
+    result = run_job(
+        args.pack,
+        args.out,
+        minutes=args.minutes,
+        config=args.config,
+        overrides=args.overrides,
+        work=args.work,
+        shard_mb=args.shard_mb,
+        recipes=args.recipe,
+        limit=args.limit,
+    )
     print(json.dumps(result))
     return 0
 
 
-COMMANDS = {"corpus": cmd_corpus, "prepare": cmd_prepare, "train": cmd_train, "invert": cmd_invert,
-            "evaluate": cmd_evaluate, "audit": cmd_audit,
-            "defend": cmd_defend, "serve": cmd_serve, "gpu-pack": cmd_gpu_pack, "gpu-train": cmd_gpu_train}
+COMMANDS = {
+    "corpus": cmd_corpus,
+    "prepare": cmd_prepare,
+    "train": cmd_train,
+    "invert": cmd_invert,
+    "evaluate": cmd_evaluate,
+    "audit": cmd_audit,
+    "defend": cmd_defend,
+    "serve": cmd_serve,
+    "gpu-pack": cmd_gpu_pack,
+    "gpu-train": cmd_gpu_train,
+}
 
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -431,9 +431,7 @@ def read_brown(folder: Path) -> Iterator[str]:
 
 def _is_verse(lines: list[str]) -> bool:
     """Poems and song lyrics: most lines start with a capital after a line without end punctuation."""
-    pairs = [
-        (a.rstrip(), b.lstrip()) for a, b in zip(lines, lines[1:], strict=False) if a.strip() and b.strip()
-    ]
+    pairs = [(a.rstrip(), b.lstrip()) for a, b in zip(lines, lines[1:], strict=False) if a.strip() and b.strip()]
     if len(pairs) < 2:
         return False
     verse = sum(bool(b[:1].isupper()) and not a.endswith((".", "!", "?", ",", ";", ":")) for a, b in pairs)
@@ -553,9 +551,7 @@ def _builtin_names(source: str) -> list[str]:
     names = [n.strip() for n in source.split(":", 1)[1].split(",") if n.strip()]
     unknown = [n for n in names if n not in BUILTIN]
     if unknown or not names:
-        raise ValueError(
-            f"unknown builtin source(s) {', '.join(unknown) or '(none)'}: known are {', '.join(BUILTIN)}"
-        )
+        raise ValueError(f"unknown builtin source(s) {', '.join(unknown) or '(none)'}: known are {', '.join(BUILTIN)}")
     return names
 
 
@@ -661,8 +657,7 @@ def documents(source: str, skip_missing: bool = False) -> Iterator[tuple[str, st
             raise ValueError(f"corpus file not found: {path}")
         return file_documents(path)
     raise ValueError(
-        f"unknown corpus source {source!r}: use builtin, builtin:NAME[,NAME], c4 "
-        f"or a {'/'.join(FILE_SUFFIXES)} file"
+        f"unknown corpus source {source!r}: use builtin, builtin:NAME[,NAME], c4 or a {'/'.join(FILE_SUFFIXES)} file"
     )
 
 
@@ -689,9 +684,7 @@ def unique_sentences(docs: Iterable[tuple[str, str]], limit: int | None = None) 
                 return
 
 
-def iter_sentences(
-    source: str, limit: int | None = None, *, skip_missing: bool = False
-) -> Iterator[tuple[str, str]]:
+def iter_sentences(source: str, limit: int | None = None, *, skip_missing: bool = False) -> Iterator[tuple[str, str]]:
     """(source name, sentence) in a deterministic order, de-duplicated across sources.
 
     Raises ValueError for an unknown source, a missing file or a missing builtin source (unless
@@ -701,9 +694,7 @@ def iter_sentences(
     return unique_sentences(docs, limit)
 
 
-def write_corpus(
-    source: str, out_path: str | Path, limit: int | None = None, *, skip_missing: bool = False
-) -> dict:
+def write_corpus(source: str, out_path: str | Path, limit: int | None = None, *, skip_missing: bool = False) -> dict:
     """Write ``{"text", "source"}`` JSON lines (atomically) and return
     ``{"total": N, "by_source": {name: n}, "split": {train/validation/test: n}}``."""
     out_path = Path(out_path)

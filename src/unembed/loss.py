@@ -18,8 +18,16 @@ class LossOut:
     n_masked: int
 
 
-def diffusion_loss(model, x0: torch.Tensor, xt: torch.Tensor, masked: torch.Tensor, t: torch.Tensor,
-                   cond: torch.Tensor, kind: str = "linear", lam: float = 5.0) -> LossOut:
+def diffusion_loss(
+    model,
+    x0: torch.Tensor,
+    xt: torch.Tensor,
+    masked: torch.Tensor,
+    t: torch.Tensor,
+    cond: torch.Tensor,
+    kind: str = "linear",
+    lam: float = 5.0,
+) -> LossOut:
     """MDLM loss: sum over masked positions of w(t) * CE, divided by B * L.
 
     The vocabulary projection is computed only at masked positions (it dominates small models).

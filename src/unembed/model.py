@@ -84,7 +84,8 @@ class Denoiser(nn.Module):
     def condition(self, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """[B], [B, D] -> SiLU(c) [B, W], the input of every AdaLN projection."""
         c = self.cond_mlp(cond.to(self.tok.weight.dtype)) + self.time_mlp(
-            timestep_embedding(t, self.cfg.width).to(self.tok.weight.dtype))
+            timestep_embedding(t, self.cfg.width).to(self.tok.weight.dtype)
+        )
         return F.silu(c)
 
     def forward(self, xt: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -154,8 +155,11 @@ def init_from_encoder(model: Denoiser, state: dict[str, torch.Tensor]) -> list[s
         if all(x is not None for x in qkv + qkvb):
             put(block.qkv.weight, torch.cat(qkv), f"{p}qkv.weight")
             put(block.qkv.bias, torch.cat(qkvb), f"{p}qkv.bias")
-        for dst, src in ((block.proj, "attention.output.dense"), (block.fc1, "intermediate.dense"),
-                         (block.fc2, "output.dense")):
+        for dst, src in (
+            (block.proj, "attention.output.dense"),
+            (block.fc1, "intermediate.dense"),
+            (block.fc2, "output.dense"),
+        ):
             put(dst.weight, g(f"{p}{src}.weight"), f"{p}{src}.weight")
             put(dst.bias, g(f"{p}{src}.bias"), f"{p}{src}.bias")
     return copied

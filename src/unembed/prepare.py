@@ -83,9 +83,7 @@ def _check_args(args: dict) -> None:
     if args["seq_len"] < 2:
         raise ValueError(f"seq_len must be at least 2, got {args['seq_len']}")
     if args["batch_size"] < 1 or args["chunk_size"] < 1:
-        raise ValueError(
-            f"batch_size and chunk_size must be positive, got {args['batch_size']}, {args['chunk_size']}"
-        )
+        raise ValueError(f"batch_size and chunk_size must be positive, got {args['batch_size']}, {args['chunk_size']}")
     if args["limit"] is not None and args["limit"] < 1:
         raise ValueError(f"limit must be positive, got {args['limit']}")
     if args["dtype"] not in DTYPES:
@@ -146,8 +144,9 @@ def _write_texts(out: Path, args: dict, tok: DecoderTokenizer, progress: bool) -
     return by_source, by_split
 
 
-def _write_block(fh, block: list[tuple[str, str]], tok: DecoderTokenizer, by_source: Counter,
-                 by_split: Counter) -> None:
+def _write_block(
+    fh, block: list[tuple[str, str]], tok: DecoderTokenizer, by_source: Counter, by_split: Counter
+) -> None:
     if not block:
         return
     cut, counts = tok.fit([text for _, text in block])
@@ -256,9 +255,7 @@ def _embed_chunk(enc, texts: Sequence[str], batch_size: int, bar) -> np.ndarray:
         idx = order[start : start + batch_size]
         vecs = np.asarray(enc.encode([texts[i] for i in idx]), dtype=np.float32)
         if vecs.shape != (len(idx), enc.dim):
-            raise ValueError(
-                f"encoder {enc.name!r} returned shape {vecs.shape}, expected {(len(idx), enc.dim)}"
-            )
+            raise ValueError(f"encoder {enc.name!r} returned shape {vecs.shape}, expected {(len(idx), enc.dim)}")
         out[idx] = vecs
         bar.update(len(idx))
     return out
@@ -277,9 +274,7 @@ def _stage_vectors(out: Path, args: dict, enc, manifest: dict, state: dict, prog
     done = state["chunks_done"] * chunk
     texts = _iter_texts(out / "texts.jsonl", skip=done)
     started, t0 = done, time.perf_counter()
-    with tqdm(
-        total=n, initial=done, desc="embedding", unit="sent", disable=not progress, smoothing=0.05
-    ) as bar:
+    with tqdm(total=n, initial=done, desc="embedding", unit="sent", disable=not progress, smoothing=0.05) as bar:
         while done < n:
             batch = _take(texts, min(chunk, n - done))
             vectors[done : done + len(batch)] = _embed_chunk(enc, batch, args["batch_size"], bar)
@@ -384,13 +379,10 @@ class PreparedData:
             raise ValueError(f"not a prepared data folder (no manifest.json): {self.path}")
         self.manifest = _read_json(manifest_path)
         if self.manifest.get("format") != FORMAT:
-            raise ValueError(
-                f"{self.path}: unknown format {self.manifest.get('format')!r}, expected {FORMAT}"
-            )
+            raise ValueError(f"{self.path}: unknown format {self.manifest.get('format')!r}, expected {FORMAT}")
         if not self.manifest.get("complete") and not allow_incomplete:
             raise ValueError(
-                f"{self.path} is an incomplete preparation: rerun the same unembed prepare "
-                "command to finish it"
+                f"{self.path} is an incomplete preparation: rerun the same unembed prepare command to finish it"
             )
         self.ids = np.load(self.path / "ids.npy", mmap_mode="r")
         self.split = np.load(self.path / "split.npy", mmap_mode="r")
@@ -459,9 +451,7 @@ class PreparedData:
             "eos_id": (tok["eos_id"], eos_id),
         }
         diffs = [
-            f"{k} {have!r} in the data, {want!r} in the model"
-            for k, (have, want) in wanted.items()
-            if have != want
+            f"{k} {have!r} in the data, {want!r} in the model" for k, (have, want) in wanted.items() if have != want
         ]
         if diffs:
             raise ValueError(f"prepared data {self.path} does not match the model: {'; '.join(diffs)}")

@@ -14,8 +14,8 @@ Strategies (all start from an all-mask sequence and leave no mask after the last
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 
@@ -117,8 +117,16 @@ class _Run:
 
     def emit(self, t: float, revealed: torch.Tensor, remasked: torch.Tensor) -> StepState:
         self.step += 1
-        return StepState(self.step, self.num_steps, self.ids.clone(), self.conf.clone(), revealed.clone(),
-                         remasked.clone(), self.mask_id, t)
+        return StepState(
+            self.step,
+            self.num_steps,
+            self.ids.clone(),
+            self.conf.clone(),
+            revealed.clone(),
+            remasked.clone(),
+            self.mask_id,
+            t,
+        )
 
 
 def _confidence_steps(run: _Run, counts: list[int], remasked_first: torch.Tensor | None = None):
@@ -165,10 +173,20 @@ def _two_stage_steps(run: _Run, refine_ratio: float):
 
 
 @torch.inference_mode()
-def denoise(model, cond: torch.Tensor, *, strategy: str = "confidence", num_steps: int = 8,
-            generator: torch.Generator | None = None, schedule: str = "linear", lam: float = 5.0,
-            eps: float = 1e-3, temperature: float = 0.0, remask_ratio: float = 0.05,
-            refine_ratio: float = 0.25) -> Iterator[StepState]:
+def denoise(
+    model,
+    cond: torch.Tensor,
+    *,
+    strategy: str = "confidence",
+    num_steps: int = 8,
+    generator: torch.Generator | None = None,
+    schedule: str = "linear",
+    lam: float = 5.0,
+    eps: float = 1e-3,
+    temperature: float = 0.0,
+    remask_ratio: float = 0.05,
+    refine_ratio: float = 0.25,
+) -> Iterator[StepState]:
     """Invert cond [B, D]: yield exactly ``num_steps`` StepStates, one per forward pass.
 
     After the last state no position is masked. Given the same generator seed the output is

@@ -47,8 +47,9 @@ def t_for_masked_fraction(frac: float, kind: str = "linear", lam: float = 5.0, e
     return min(max(t, eps), 1.0)
 
 
-def sample_t(batch: int, eps: float = 1e-3, antithetic: bool = True,
-             generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+def sample_t(
+    batch: int, eps: float = 1e-3, antithetic: bool = True, generator: torch.Generator | None = None, device=None
+) -> torch.Tensor:
     """[B] times in [eps, 1]; antithetic (stratified) sampling spreads them evenly over (0, 1]."""
     if antithetic:
         u0 = torch.rand(1, generator=generator, device=device)
@@ -58,8 +59,14 @@ def sample_t(batch: int, eps: float = 1e-3, antithetic: bool = True,
     return eps + (1.0 - eps) * u
 
 
-def corrupt(x0: torch.Tensor, t: torch.Tensor, mask_id: int, kind: str = "linear", lam: float = 5.0,
-            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def corrupt(
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    mask_id: int,
+    kind: str = "linear",
+    lam: float = 5.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask each token of x0 [B, L] independently with probability 1 - alpha(t_b).
 
     Returns (xt [B, L], masked [B, L] bool). Padding and EOS are masked like any token.

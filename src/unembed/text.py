@@ -7,8 +7,8 @@ Training masks padding like any other position, so the model learns where senten
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -91,8 +91,7 @@ class DecoderTokenizer:
         return out
 
     def decode(self, row: Sequence[int]) -> str:
-        return self.hf.decode(self.content(row), skip_special_tokens=True,
-                              clean_up_tokenization_spaces=True).strip()
+        return self.hf.decode(self.content(row), skip_special_tokens=True, clean_up_tokenization_spaces=True).strip()
 
     def decode_batch(self, ids: np.ndarray) -> list[str]:
         return [self.decode(r) for r in np.asarray(ids)]

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 # ---- data order --------------------------------------------------------------------------------
 
+
 class BatchOrder:
     """Deterministic stream of row indices: epoch e is a seeded permutation of ``rows``.
 
@@ -76,6 +77,7 @@ def fetch(data, rows: np.ndarray, device: torch.device) -> tuple[torch.Tensor, t
 
 
 # ---- pieces ------------------------------------------------------------------------------------
+
 
 class LossModule(nn.Module):
     """Wraps the Denoiser so DDP sees the whole loss (the tied head is used outside forward)."""
@@ -133,6 +135,7 @@ def build_model(cfg: Config) -> Denoiser:
 
 # ---- the loop ----------------------------------------------------------------------------------
 
+
 def _dist_info() -> tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
@@ -187,15 +190,26 @@ class Trainer:
         tok = m["tokenizer"]
         cfg = resolve_derived(cfg, tok["vocab_size"], m["encoder"]["dim"], tok["mask_id"], tok["pad_id"], tok["eos_id"])
         if m["encoder"]["name"] != cfg.encoder.name:
-            raise ValueError(f"data {cfg.train.data} was embedded with encoder {m['encoder']['name']!r} "
-                             f"but the config says encoder.name={cfg.encoder.name!r}")
-        self.data.check_compatible(cfg.encoder.name, cfg.model.vocab_size, cfg.model.seq_len,
-                                   cfg.model.mask_id, cfg.model.pad_id, cfg.model.eos_id)
+            raise ValueError(
+                f"data {cfg.train.data} was embedded with encoder {m['encoder']['name']!r} "
+                f"but the config says encoder.name={cfg.encoder.name!r}"
+            )
+        self.data.check_compatible(
+            cfg.encoder.name,
+            cfg.model.vocab_size,
+            cfg.model.seq_len,
+            cfg.model.mask_id,
+            cfg.model.pad_id,
+            cfg.model.eos_id,
+        )
         return cfg
 
     def _check_same_run(self, cfg: Config, saved: Config) -> None:
-        if replace(saved.train, max_steps=0, max_minutes=0.0) != replace(cfg.train, max_steps=0, max_minutes=0.0) \
-                or saved.model != cfg.model or saved.schedule != cfg.schedule:
+        if (
+            replace(saved.train, max_steps=0, max_minutes=0.0) != replace(cfg.train, max_steps=0, max_minutes=0.0)
+            or saved.model != cfg.model
+            or saved.schedule != cfg.schedule
+        ):
             raise ValueError(f"{self.out} holds a run with another config; use a new --out or the same config")
 
     # -- state ------------------------------------------------------------------------------
@@ -216,10 +230,16 @@ class Trainer:
         if self.rank != 0:
             return
         opt_t, opt_rest = optimizer_to_tensors(self.opt)
-        info = {"step": self.step, "elapsed": self.elapsed, "best": self.best, "cursor": self.order.cursor,
-                "optim": opt_rest}
-        save_state(self.out, self.cfg, {"model": self.model.state_dict(), "ema": self.ema_state(),
-                                        "optim": opt_t}, info)
+        info = {
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "best": self.best,
+            "cursor": self.order.cursor,
+            "optim": opt_rest,
+        }
+        save_state(
+            self.out, self.cfg, {"model": self.model.state_dict(), "ema": self.ema_state(), "optim": opt_t}, info
+        )
         if self.best == float("inf"):  # no validation yet: the latest EMA is the run's model
             save_model(self.out, self.cfg, self.ema_state())
         if self.on_save is not None:
@@ -296,7 +316,7 @@ class Trainer:
         losses, accs = [], []
         for i in range(tc.eval_batches):
             gen.manual_seed(10_000 + i)
-            chunk = rows[(i * tc.batch_size) % len(rows):][: tc.batch_size]
+            chunk = rows[(i * tc.batch_size) % len(rows) :][: tc.batch_size]
             x0, cond = fetch(self.data, chunk, self.device)
             t = sample_t(x0.shape[0], sc.eps, True, gen, self.device)
             xt, masked = corrupt(x0, t, self.cfg.model.mask_id, sc.kind, sc.lam, gen)
@@ -306,10 +326,21 @@ class Trainer:
             accs.append(out.acc.item())
         x0, cond = fetch(self.data, rows[: tc.eval_decode_n], self.device)
         with self._autocast():
-            last = final(denoise(ema_model, cond, num_steps=min(tc.eval_decode_steps, self.cfg.model.seq_len),
-                                 schedule=sc.kind, lam=sc.lam, eps=sc.eps))
-        return {"val_loss": float(np.mean(losses)), "val_masked_acc": float(np.mean(accs)),
-                "val_decode_acc": token_accuracy(last.ids.cpu().numpy(), x0.cpu().numpy(), self.cfg.model.eos_id)}
+            last = final(
+                denoise(
+                    ema_model,
+                    cond,
+                    num_steps=min(tc.eval_decode_steps, self.cfg.model.seq_len),
+                    schedule=sc.kind,
+                    lam=sc.lam,
+                    eps=sc.eps,
+                )
+            )
+        return {
+            "val_loss": float(np.mean(losses)),
+            "val_masked_acc": float(np.mean(accs)),
+            "val_decode_acc": token_accuracy(last.ids.cpu().numpy(), x0.cpu().numpy(), self.cfg.model.eos_id),
+        }
 
     # -- driver ------------------------------------------------------------------------------------
     def run(self, stop_at: int | None = None) -> dict[str, Any]:
@@ -378,8 +409,9 @@ def _bar(trainer: Trainer, total: int):
     return tqdm(total=total, initial=trainer.step, desc="train", unit="step", dynamic_ncols=True)
 
 
-def train(cfg: Config, out: str | Path, stop_at: int | None = None, progress: bool = True,
-          on_save=None) -> dict[str, Any]:
+def train(
+    cfg: Config, out: str | Path, stop_at: int | None = None, progress: bool = True, on_save=None
+) -> dict[str, Any]:
     """Train (or resume) a run in ``out``; returns the last logged metrics."""
     trainer = Trainer(cfg, Path(out), progress, on_save)
     result = trainer.run(stop_at)
