@@ -2,7 +2,8 @@
 
 For each preset (random weights, MiniLM's vocabulary) and each strategy: the latency of inverting
 one vector alone (batch 1) and the throughput of inverting a batch, both over ``--steps`` decoder
-passes, with the model FLOPs they did (common.forward_flops, logits at every position) turned
+passes, with the model FLOPs they did (common.forward_flops; the decoder projects onto the
+vocabulary only at masked positions, L - (L * i) // steps of them before pass i) turned
 into GFLOP/s and a share of the fp32 matmul peak measured at the start and the end of the run
 (the higher of the two is the peak used). Each time is the fastest of up to ``--repeats`` runs:
 on a shared machine the fastest run is the least disturbed one.
@@ -95,12 +96,18 @@ def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def run_flops(mcfg, batch: int, steps: int) -> float:
+    """FLOPs of a whole denoising run: the head runs at the positions still masked before each pass."""
+    L = mcfg.seq_len
+    return sum(forward_flops(mcfg, batch, head_positions=batch * (L - (L * i) // steps))["total"] for i in range(steps))
+
+
 def bench_preset(name: str, args: argparse.Namespace, peak: float) -> list[dict[str, Any]]:
     cfg = preset_config(name)
     model = build_model(cfg)
     steps = min(args.steps, cfg.model.seq_len)
-    f1 = forward_flops(cfg.model, 1)["total"]
-    fb = forward_flops(cfg.model, args.batch)["total"]
+    f1 = run_flops(cfg.model, 1, steps) / steps  # per pass, averaged over the run
+    fb = run_flops(cfg.model, args.batch, steps) / steps
     rows = []
     for strategy in args.strategies:
         one = invert_fn(model, cfg, strategy, steps, 1)
