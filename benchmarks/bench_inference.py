@@ -23,13 +23,12 @@ from common import (
     PRESETS,
     best_time,
     build_model,
+    finish,
     forward_flops,
     machine,
-    markdown,
     matmul_peak_gflops,
     preset_config,
     split_list,
-    write_json,
 )
 
 # A measurement stops repeating once its timed runs took this long (the base preset is slow on a CPU).
@@ -149,28 +148,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with torch.inference_mode():
         for name in args.presets:
             rows.extend(bench_preset(name, args, peak_start))
-    peak_end = matmul_peak_gflops(n, reps)
-    peak = max(peak_start, peak_end)
-    for r in rows:  # fractions against the better of the two peak measurements
-        r["latency_frac_peak"] = r["latency_gflops"] / peak
-        r["batch_frac_peak"] = r["batch_gflops"] / peak
-    result = {
-        "benchmark": "inference",
-        "machine": {**info, "load_avg_1m_end": machine()["load_avg_1m"]},
-        "matmul_n": n,
-        "peak_gflops": peak,
-        "peak_gflops_start": peak_start,
-        "peak_gflops_end": peak_end,
-        "rows": rows,
-        "args": {k: v for k, v in vars(args).items() if k != "json"},
-    }
-    print(
-        f"fp32 matmul peak ({n}^3, best of {reps}): {peak:.1f} GFLOP/s "
-        f"(start {peak_start:.1f}, end {peak_end:.1f}); {result['machine']}"
+    return finish(
+        "inference",
+        args,
+        info,
+        n,
+        reps,
+        peak_start,
+        rows,
+        {"latency_gflops": "latency_frac_peak", "batch_gflops": "batch_frac_peak"},
+        COLUMNS,
     )
-    print(markdown(rows, COLUMNS))
-    write_json(args.json, result)
-    return result
 
 
 if __name__ == "__main__":

@@ -20,13 +20,12 @@ from common import (
     PRESETS,
     best_time,
     build_model,
+    finish,
     forward_flops,
     machine,
-    markdown,
     matmul_peak_gflops,
     preset_config,
     split_list,
-    write_json,
 )
 
 COLUMNS = [
@@ -122,27 +121,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     info = machine()  # load average before the run; the end's is added below
     peak_start = matmul_peak_gflops(n, reps)
     rows = [bench_preset(name, args) for name in args.presets]
-    peak_end = matmul_peak_gflops(n, reps)
-    peak = max(peak_start, peak_end)
-    for r in rows:
-        r["frac_peak"] = r["gflops"] / peak
-    result = {
-        "benchmark": "train",
-        "machine": {**info, "load_avg_1m_end": machine()["load_avg_1m"]},
-        "matmul_n": n,
-        "peak_gflops": peak,
-        "peak_gflops_start": peak_start,
-        "peak_gflops_end": peak_end,
-        "rows": rows,
-        "args": {k: v for k, v in vars(args).items() if k != "json"},
-    }
-    print(
-        f"fp32 matmul peak ({n}^3, best of {reps}): {peak:.1f} GFLOP/s "
-        f"(start {peak_start:.1f}, end {peak_end:.1f}); {result['machine']}"
-    )
-    print(markdown(rows, COLUMNS))
-    write_json(args.json, result)
-    return result
+    return finish("train", args, info, n, reps, peak_start, rows, {"gflops": "frac_peak"}, COLUMNS)
 
 
 if __name__ == "__main__":
