@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from unembed.config import load_config
 from unembed.train import Trainer
 
-data, out = sys.argv[1], Path(sys.argv[2])
+data, out, extra = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
 cfg = load_config(
     "tiny",
     overrides=[
@@ -18,6 +18,7 @@ cfg = load_config(
         "train.max_steps=6",
         "train.eval_every=0",
         "train.save_every=0",
+        *extra,
     ],
 )
 trainer = Trainer(cfg, out / "run", progress=False)

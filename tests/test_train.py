@@ -87,7 +87,8 @@ def test_batch_order_is_a_pure_function_of_the_cursor():
     assert np.array_equal(both, BatchOrder(rows, seed=3).next(4))
 
 
-def test_ddp_two_processes_agree(tmp_path, data_dir):
+@pytest.mark.parametrize("extra", [[], ["train.max_steps=100000", "train.max_minutes=0.02"]], ids=["steps", "minutes"])
+def test_ddp_two_processes_agree(tmp_path, data_dir, extra):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parent))
     cmd = [
         sys.executable,
@@ -98,6 +99,7 @@ def test_ddp_two_processes_agree(tmp_path, data_dir):
         str(Path(__file__).parent / "ddp_worker.py"),
         str(data_dir),
         str(tmp_path),
+        *extra,
     ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
