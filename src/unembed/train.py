@@ -299,11 +299,13 @@ class Trainer:
         tc = self.cfg.train
         if self.step >= tc.max_steps or (stop_at is not None and self.step >= stop_at):
             return True
+        if self.world > 1 and tc.max_minutes > 0:
+            # The wall-clock schedule must be the same on every rank: the learning rate follows it and
+            # ranks that stopped at different steps would hang DDP. Agree on the slowest rank's clock.
+            clock = torch.tensor([self.elapsed], dtype=torch.float64, device=self.device)
+            dist.all_reduce(clock, op=dist.ReduceOp.MAX)
+            self.elapsed = float(clock.item())
         out_of_time = tc.max_minutes > 0 and self.elapsed >= 60 * tc.max_minutes
-        if self.world > 1 and tc.max_minutes > 0:  # every rank must stop at the same step, or DDP hangs
-            flag = torch.tensor([float(out_of_time)], device=self.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            out_of_time = bool(flag.item())
         return out_of_time
 
     # -- validation -----------------------------------------------------------------------------
