@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from unembed.config import load_config, resolve_derived
 from unembed.model import Denoiser
-from unembed.sampling import STRATEGIES, denoise, reveal_counts
+from unembed.sampling import STRATEGIES, denoise, reveal_counts, reveal_counts_rows
 
 L = 16
 
@@ -115,3 +115,51 @@ def test_bad_arguments(model, bad, message):
         list(denoise(model, torch.randn(1, 8), **bad))
     with pytest.raises(ValueError, match="cond must be"):
         list(denoise(model, torch.randn(1, 9)))
+
+
+@given(n=st.lists(st.integers(0, 200), min_size=1, max_size=6), steps=st.integers(1, 40))
+def test_reveal_counts_rows_matches_reveal_counts(n, steps):
+    rows = reveal_counts_rows(torch.tensor(n), steps)
+    assert rows.shape == (len(n), steps)
+    assert [r.tolist() for r in rows] == [reveal_counts(k, steps) for k in n]
+
+
+@pytest.fixture(scope="module")
+def length_model():
+    torch.manual_seed(1)
+    cfg = resolve_derived(load_config("tiny", overrides=["model.length_head=16"]), 100, 8, 99, 0, 1)
+    m = Denoiser(cfg.model).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return m
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("num_steps", [1, 3, 8, 16])
+def test_length_first_keeps_passes_and_fixes_the_end(length_model, strategy, num_steps):
+    """EOS at each row's length, padding after, never re-masked; same pass count; no mask left."""
+    counting = CountingModel(length_model)
+    lengths = torch.tensor([0, 3, 9, 15])
+    states = list(denoise(counting, torch.randn(4, 8), strategy=strategy, num_steps=num_steps, lengths=lengths))
+    assert len(states) == num_steps == counting.calls
+    pos = torch.arange(L)[None]
+    for s in states:
+        assert (s.ids[pos == lengths[:, None]] == 1).all()  # eos_id
+        assert (s.ids[pos > lengths[:, None]] == 0).all()  # pad_id
+        assert not (s.remasked & (pos >= lengths[:, None])).any()
+    assert not states[-1].masked.any()
+    assert states[0].revealed[pos >= lengths[:, None]].all()  # shown with the first pass
+
+
+def test_length_first_confidence_spreads_the_words_over_all_passes(length_model):
+    lengths = torch.tensor([4, 12])
+    states = list(denoise(length_model, torch.randn(2, 8), strategy="confidence", num_steps=4, lengths=lengths))
+    words = [(s.revealed & (torch.arange(L)[None] < lengths[:, None])).sum(1).tolist() for s in states]
+    assert words == [[1, 3], [1, 3], [1, 3], [1, 3]]
+
+
+def test_bad_lengths(length_model):
+    for bad in (torch.tensor([16]), torch.tensor([-1]), torch.tensor([1, 2])):
+        with pytest.raises(ValueError, match="lengths"):
+            list(denoise(length_model, torch.randn(1, 8), lengths=bad))

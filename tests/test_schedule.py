@@ -77,3 +77,15 @@ def test_t_for_masked_fraction_inverts_alpha(kind, frac):
 def test_unknown_schedule():
     with pytest.raises(ValueError, match="unknown schedule"):
         alpha(torch.tensor(0.5), "cosine")
+
+
+@settings(max_examples=30, deadline=None)
+@given(power=st.floats(0.2, 3.0), seed=st.integers(0, 1000))
+def test_sample_t_power_biases_towards_heavy_masking(power, seed):
+    """t = eps + (1-eps) u^p with stratified u: in range, and mean close to eps + (1-eps)/(1+p)."""
+    g = torch.Generator().manual_seed(seed)
+    t = sample_t(4096, eps=1e-3, antithetic=True, generator=g, power=power)
+    assert (t >= 1e-3).all() and (t <= 1.0).all()
+    assert abs(t.mean().item() - (1e-3 + (1 - 1e-3) / (1 + power))) < 2e-3
+    uniform = sample_t(4096, eps=1e-3, antithetic=True, generator=torch.Generator().manual_seed(seed))
+    assert (t.mean() > uniform.mean()) == (power < 1) or abs(power - 1) < 1e-6

@@ -30,6 +30,7 @@ class ModelConfig:
     dropout: float = 0.0
     seq_len: int = 32
     init: str = "random"  # "random" or "encoder": copy what fits from the encoder's weights
+    length_head: int = 0  # hidden width of the length head (vector -> sentence length); 0 = none
     # Filled in from the tokenizer and encoder (0/-1 means "not resolved yet").
     vocab_size: int = 0
     cond_dim: int = 0
@@ -52,6 +53,7 @@ class ScheduleConfig:
     lam: float = 5.0
     eps: float = 1e-3
     antithetic: bool = True
+    t_power: float = 1.0  # training times t = u ** t_power: < 1 trains more often at heavy masking
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,10 @@ class TrainConfig:
     eval_decode_steps: int = 8
     cond_noise: float = 0.0  # std of Gaussian noise added to unit cond vectors (noise-aware training)
     compile: bool = False
+    init_from: str = ""  # a model folder (or shipped name) to start from, with a fresh optimizer
+    loss_norm: str = "elbo"  # elbo: w(t) * CE summed / (B * L) | masked-mean: plain mean CE of masked tokens
+    length_loss: float = 0.1  # weight of the length head's cross-entropy (when the model has one)
+    length_reveal: float = 0.0  # share of sequences trained with EOS and padding given (as length-first decoding)
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,7 @@ class SampleConfig:
     temperature: float = 0.0  # 0 = argmax
     remask_ratio: float = 0.05
     refine_ratio: float = 0.25
+    length: str = "auto"  # auto: the length head when the model has one | head | free (no length first)
 
 
 @dataclass(frozen=True)
@@ -239,6 +246,12 @@ def validate(cfg: Config) -> None:
         (m.init in ("random", "encoder"), "model.init must be random or encoder"),
         (s.kind in ("linear", "exp"), "schedule.kind must be linear or exp"),
         (s.lam > 0 and 0 < s.eps < 0.5, "schedule.lam > 0 and 0 < schedule.eps < 0.5"),
+        (0 < s.t_power <= 4, "schedule.t_power must be in (0, 4]"),
+        (m.length_head >= 0, "model.length_head must be >= 0"),
+        (t.loss_norm in ("elbo", "masked-mean"), "train.loss_norm must be elbo or masked-mean"),
+        (t.length_loss >= 0, "train.length_loss must be >= 0"),
+        (0 <= t.length_reveal <= 1, "train.length_reveal must be in [0, 1]"),
+        (sa.length in ("auto", "head", "free"), "sample.length must be auto, head or free"),
         (t.batch_size >= 1 and t.grad_accum >= 1, "train.batch_size and grad_accum >= 1"),
         (t.lr > 0 and 0 <= t.ema_decay < 1, "train.lr > 0 and 0 <= train.ema_decay < 1"),
         (t.precision in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16"),

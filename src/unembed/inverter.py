@@ -17,6 +17,7 @@ import torch
 
 from .checkpoint import load_model
 from .config import Config
+from .length import predict_lengths
 from .metrics import cosine, token_accuracy_per_row
 from .sampling import STRATEGIES, StepState, denoise, final
 from .text import DecoderTokenizer
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 MODELS_DIR = Path(os.environ.get("UNEMBED_MODELS", Path(__file__).resolve().parents[2] / "models"))
 DEFAULT_MODEL = "minilm-default"
 MAX_BATCH = 4096
+LENGTH_MODES = ("auto", "head", "free")
 
 
 def resolve_model_dir(name: str) -> Path:
@@ -107,10 +109,29 @@ class Inverter:
             raise ValueError("a vector is all zeros; nothing to invert")
         return torch.from_numpy((v / norms).astype(np.float32)).to(self.device)
 
+    def length_mode(self, length: str | None = None) -> str:
+        """The length option in effect: 'head' (fix EOS from the length head first) or 'free'."""
+        mode = length or self.cfg.sample.length
+        if mode not in LENGTH_MODES:
+            raise ValueError(f"unknown length option {mode!r} (known: {', '.join(LENGTH_MODES)})")
+        if mode == "auto":
+            return "head" if self.model.has_length_head else "free"
+        if mode == "head" and not self.model.has_length_head:
+            raise ValueError(f"model {self.name} has no length head: use length 'free' or fit one (unembed fit-length)")
+        return mode
+
     def stream(
-        self, vectors, strategy: str | None = None, num_steps: int | None = None, seed: int = 0
+        self,
+        vectors,
+        strategy: str | None = None,
+        num_steps: int | None = None,
+        seed: int = 0,
+        length: str | None = None,
     ) -> Iterator[StepState]:
-        """Yield one StepState per decoder forward pass (the generator the CLI and server share)."""
+        """Yield one StepState per decoder forward pass (the generator the CLI and server share).
+
+        ``length``: 'auto' (default: the length head when the model has one), 'head' or 'free'.
+        """
         sc, sa = self.cfg.schedule, self.cfg.sample
         strategy = strategy or sa.strategy
         if strategy not in STRATEGIES:
@@ -118,7 +139,9 @@ class Inverter:
         num_steps = num_steps or sa.num_steps
         if not 1 <= num_steps <= self.cfg.model.seq_len:
             raise ValueError(f"steps must be between 1 and {self.cfg.model.seq_len}, got {num_steps}")
+        mode = self.length_mode(length)
         cond = self.check_vectors(vectors)
+        lengths = predict_lengths(self.model, cond) if mode == "head" else None
         gen = torch.Generator(device=self.device).manual_seed(seed)
         return denoise(
             self.model,
@@ -132,10 +155,17 @@ class Inverter:
             temperature=sa.temperature,
             remask_ratio=sa.remask_ratio,
             refine_ratio=sa.refine_ratio,
+            lengths=lengths,
         )
 
     def invert(
-        self, vectors, strategy: str | None = None, num_steps: int | None = None, seed: int = 0, batch_size: int = 256
+        self,
+        vectors,
+        strategy: str | None = None,
+        num_steps: int | None = None,
+        seed: int = 0,
+        batch_size: int = 256,
+        length: str | None = None,
     ) -> list[Inversion]:
         """Invert [B, D] vectors in batches of batch_size; each batch restarts the seeded generator."""
         rows = np.asarray(vectors, dtype=np.float32)
@@ -144,7 +174,7 @@ class Inverter:
             raise ValueError("no vectors to invert")
         out: list[Inversion] = []
         for i in range(0, len(rows), batch_size):
-            out.extend(self._results(final(self.stream(rows[i : i + batch_size], strategy, num_steps, seed))))
+            out.extend(self._results(final(self.stream(rows[i : i + batch_size], strategy, num_steps, seed, length))))
         return out
 
     def _results(self, state: StepState) -> list[Inversion]:

@@ -5,6 +5,8 @@ The condition c = MLP(cond) + MLP(sinusoid(t)) enters only through adaptive laye
 per block, Linear(SiLU(c)) gives shift/scale/gate for attention and MLP (DiT). All those
 projections start at zero, so every block starts as the identity and the output at init
 does not depend on the condition. The head is tied to the token embeddings.
+An optional length head (``model.length_head > 0``) maps the vector alone to the sentence
+length (the number of tokens before EOS, 0..L-1), so decoding can fix the end first.
 This file is pure: no files, tokenizers or network.
 """
 
@@ -79,6 +81,9 @@ class Denoiser(nn.Module):
         never = torch.zeros(cfg.vocab_size)
         never[cfg.mask_id] = float("-inf")  # the model never predicts the mask token
         self.register_buffer("never", never, persistent=False)
+        if cfg.length_head > 0:
+            h = cfg.length_head
+            self.length_mlp = nn.Sequential(nn.Linear(cfg.cond_dim, h), nn.GELU(), nn.Linear(h, cfg.seq_len))
         init_weights(self)
 
     def condition(self, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -101,6 +106,16 @@ class Denoiser(nn.Module):
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [..., W] -> logits [..., V]; the mask token gets -inf."""
         return F.linear(hidden, self.tok.weight, self.head_bias + self.never)  # one pass over [.., V]
+
+    @property
+    def has_length_head(self) -> bool:
+        return self.cfg.length_head > 0
+
+    def length_logits(self, cond: torch.Tensor) -> torch.Tensor:
+        """cond [B, D] -> logits [B, L] over the number of tokens before EOS (0..L-1)."""
+        if not self.has_length_head:
+            raise ValueError("this model has no length head (model.length_head = 0)")
+        return self.length_mlp(cond.to(self.tok.weight.dtype))
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())

@@ -9,6 +9,10 @@ Strategies (all start from an all-mask sequence and leave no mask after the last
   at every step but the last.
 * ``two-stage``: a confidence-ordered draft in about half the steps, then re-mask the least
   confident ``refine_ratio`` of positions and decode them again in the remaining steps.
+
+Length first: given ``lengths`` [B] (tokens before EOS, e.g. from the model's length head),
+EOS and padding are committed before the first pass and never re-masked, and every strategy
+spends all of its passes on the words inside that length (same number of passes).
 """
 
 from __future__ import annotations
@@ -53,10 +57,19 @@ def reveal_counts(n: int, steps: int) -> list[int]:
     return [(n * (i + 1)) // steps - (n * i) // steps for i in range(steps)]
 
 
+def reveal_counts_rows(n: torch.Tensor, steps: int) -> torch.Tensor:
+    """Row-wise :func:`reveal_counts`: n [B] -> [B, steps] counts, each row summing to its n."""
+    if steps < 1:
+        raise ValueError("num_steps must be >= 1")
+    i = torch.arange(steps + 1, device=n.device)
+    cum = (n[:, None] * i[None]) // steps
+    return cum[:, 1:] - cum[:, :-1]
+
+
 class _Run:
     """Mutable decoding state shared by the strategies; emits immutable StepStates."""
 
-    def __init__(self, model, cond, num_steps, generator, kind, lam, eps, temperature):
+    def __init__(self, model, cond, num_steps, generator, kind, lam, eps, temperature, lengths=None):
         cfg = model.cfg
         self.model, self.cond, self.num_steps = model, cond, num_steps
         self.gen, self.kind, self.lam, self.eps, self.temperature = generator, kind, lam, eps, temperature
@@ -64,23 +77,37 @@ class _Run:
         b = cond.shape[0]
         self.ids = torch.full((b, self.L), cfg.mask_id, dtype=torch.long, device=cond.device)
         self.conf = torch.zeros(b, self.L, device=cond.device)
+        self.fixed = torch.zeros(b, self.L, dtype=torch.bool, device=cond.device)  # set by the length
+        if lengths is not None:
+            self._fix_length(lengths, cfg.eos_id, cfg.pad_id)
         self.step = 0
+
+    def _fix_length(self, lengths: torch.Tensor, eos_id: int, pad_id: int) -> None:
+        n = lengths.to(self.ids.device).long()
+        if n.shape != (self.ids.shape[0],) or bool(((n < 0) | (n >= self.L)).any()):
+            raise ValueError(f"lengths must be [B] integers in 0..{self.L - 1}")
+        pos = torch.arange(self.L, device=self.ids.device)[None]
+        self.ids = torch.where(pos == n[:, None], eos_id, torch.where(pos > n[:, None], pad_id, self.ids))
+        self.fixed = pos >= n[:, None]
+        self.conf = self.fixed.float()
 
     @property
     def masked(self) -> torch.Tensor:
         return self.ids == self.mask_id
 
-    def t_now(self) -> float:
-        frac = self.masked.float().mean().item()
-        return t_for_masked_fraction(frac, self.kind, self.lam, self.eps)
+    def t_now(self) -> torch.Tensor:
+        """[B] time matching each row's share of masked positions."""
+        frac = self.masked.float().mean(1).tolist()
+        t = [t_for_masked_fraction(f, self.kind, self.lam, self.eps) for f in frac]
+        return torch.tensor(t, device=self.ids.device)
 
-    def predict(self, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict(self, t: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One forward pass -> (token [B, L], its probability [B, L]) at masked positions.
 
         The vocabulary projection runs only where a mask is (committed positions keep their token
         and confidence), and the arg-max path never materialises the full softmax.
         """
-        tt = torch.full((self.ids.shape[0],), t, device=self.ids.device)
+        tt = torch.as_tensor(t, dtype=torch.float32, device=self.ids.device).expand(self.ids.shape[0])
         hidden = self.model(self.ids, tt, self.cond)
         where = self.masked
         logits = self.model.logits(hidden[where]).float()  # [M, V]
@@ -103,20 +130,27 @@ class _Run:
         self.ids = self.ids.masked_fill(where, self.mask_id)
         self.conf = self.conf.masked_fill(where, 0.0)
 
-    def lowest(self, k: int, among: torch.Tensor, score: torch.Tensor, highest: bool = False) -> torch.Tensor:
-        """Bool [B, L]: per row the k positions of ``among`` with the lowest (or highest) score."""
+    def lowest(
+        self, k: int | torch.Tensor, among: torch.Tensor, score: torch.Tensor, highest: bool = False
+    ) -> torch.Tensor:
+        """Bool [B, L]: per row the k positions (k an int or [B]) of ``among`` with the lowest
+        (or highest) score."""
         out = torch.zeros_like(among)
-        k = min(k, self.L)
-        if k <= 0:
+        k_rows = torch.as_tensor(k, device=among.device).clamp(0, self.L).expand(among.shape[0])
+        k_max = int(k_rows.max().item())
+        if k_max <= 0:
             return out
         fill = float("-inf") if highest else float("inf")
         s = torch.where(among, score, torch.full_like(score, fill))
-        idx = s.topk(k, dim=-1, largest=highest).indices
-        out.scatter_(1, idx, True)
+        idx = s.topk(k_max, dim=-1, largest=highest).indices
+        take = torch.arange(k_max, device=among.device)[None] < k_rows[:, None]
+        out.scatter_(1, idx, take)
         return out & among
 
-    def emit(self, t: float, revealed: torch.Tensor, remasked: torch.Tensor) -> StepState:
+    def emit(self, t: float | torch.Tensor, revealed: torch.Tensor, remasked: torch.Tensor) -> StepState:
         self.step += 1
+        if self.step == 1:
+            revealed = revealed | self.fixed  # the length's EOS and padding appear with the first pass
         return StepState(
             self.step,
             self.num_steps,
@@ -125,15 +159,16 @@ class _Run:
             revealed.clone(),
             remasked.clone(),
             self.mask_id,
-            t,
+            float(torch.as_tensor(t).float().mean()),
         )
 
 
-def _confidence_steps(run: _Run, counts: list[int], remasked_first: torch.Tensor | None = None):
-    for i, k in enumerate(counts):
+def _confidence_steps(run: _Run, counts: torch.Tensor, remasked_first: torch.Tensor | None = None):
+    """counts [B, steps]: how many masks each row reveals at each step."""
+    for i in range(counts.shape[1]):
         t = run.t_now()
         tok, conf = run.predict(t)
-        reveal = run.lowest(k, run.masked, conf, highest=True)
+        reveal = run.lowest(counts[:, i], run.masked, conf, highest=True)
         run.commit(reveal, tok, conf)
         remasked = remasked_first if (i == 0 and remasked_first is not None) else torch.zeros_like(reveal)
         yield run.emit(t, reveal, remasked)
@@ -149,7 +184,7 @@ def _euler_steps(run: _Run, remask_ratio: float):
         tok, conf = run.predict(max(t, run.eps))
         u = torch.rand(run.ids.shape, generator=run.gen, device=run.ids.device)
         reveal = run.masked & (u < p)
-        committed_before = ~run.masked
+        committed_before = ~run.masked & ~run.fixed
         run.commit(reveal, tok, conf)
         remasked = torch.zeros_like(reveal)
         if remask_ratio > 0 and i < n - 1:
@@ -162,14 +197,15 @@ def _euler_steps(run: _Run, remask_ratio: float):
 def _two_stage_steps(run: _Run, refine_ratio: float):
     n = run.num_steps
     n1 = n if n == 1 else math.ceil(n / 2)
-    yield from _confidence_steps(run, reveal_counts(run.L, n1))
+    yield from _confidence_steps(run, reveal_counts_rows(run.masked.sum(1), n1))
     n2 = n - n1
     if n2 == 0:
         return
-    r = min(run.L, max(round(refine_ratio * run.L), n2))
-    again = run.lowest(r, ~run.masked, run.conf)
+    free = (~run.fixed).sum(1)  # positions the length did not fix
+    r = torch.minimum(free, torch.clamp((refine_ratio * free.float()).round().long(), min=n2))
+    again = run.lowest(r, ~run.masked & ~run.fixed, run.conf)
     run.remask(again)
-    yield from _confidence_steps(run, reveal_counts(r, n2), remasked_first=again)
+    yield from _confidence_steps(run, reveal_counts_rows(again.sum(1), n2), remasked_first=again)
 
 
 @torch.inference_mode()
@@ -186,11 +222,13 @@ def denoise(
     temperature: float = 0.0,
     remask_ratio: float = 0.05,
     refine_ratio: float = 0.25,
+    lengths: torch.Tensor | None = None,
 ) -> Iterator[StepState]:
     """Invert cond [B, D]: yield exactly ``num_steps`` StepStates, one per forward pass.
 
     After the last state no position is masked. Given the same generator seed the output is
-    identical. ``num_steps`` may be any integer from 1 to L.
+    identical. ``num_steps`` may be any integer from 1 to L. ``lengths`` [B] (tokens before
+    EOS, 0..L-1) fixes each row's EOS and padding before the first pass.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
@@ -201,9 +239,9 @@ def denoise(
         raise ValueError(f"cond must be [B, {model.cfg.cond_dim}], got {list(cond.shape)}")
     if generator is None:
         generator = torch.Generator(device=cond.device).manual_seed(0)
-    run = _Run(model, cond, num_steps, generator, schedule, lam, eps, temperature)
+    run = _Run(model, cond, num_steps, generator, schedule, lam, eps, temperature, lengths)
     if strategy == "confidence":
-        yield from _confidence_steps(run, reveal_counts(L, num_steps))
+        yield from _confidence_steps(run, reveal_counts_rows(run.masked.sum(1), num_steps))
     elif strategy == "euler":
         yield from _euler_steps(run, 0.0)
     elif strategy == "remask":

@@ -48,14 +48,26 @@ def t_for_masked_fraction(frac: float, kind: str = "linear", lam: float = 5.0, e
 
 
 def sample_t(
-    batch: int, eps: float = 1e-3, antithetic: bool = True, generator: torch.Generator | None = None, device=None
+    batch: int,
+    eps: float = 1e-3,
+    antithetic: bool = True,
+    generator: torch.Generator | None = None,
+    device=None,
+    power: float = 1.0,
 ) -> torch.Tensor:
-    """[B] times in [eps, 1]; antithetic (stratified) sampling spreads them evenly over (0, 1]."""
+    """[B] times in [eps, 1]; antithetic (stratified) sampling spreads u evenly over (0, 1].
+
+    t = eps + (1 - eps) * u ** power: power 1 is uniform; power < 1 has density ~ t^(1/power - 1),
+    so heavily masked inputs (where decoding starts) are trained more often. The loss weight
+    is not changed, so power != 1 re-weights the objective towards high t on purpose.
+    """
     if antithetic:
         u0 = torch.rand(1, generator=generator, device=device)
         u = (u0 + torch.arange(batch, device=device) / batch) % 1.0
     else:
         u = torch.rand(batch, generator=generator, device=device)
+    if power != 1.0:
+        u = u.clamp_min(1e-12) ** power
     return eps + (1.0 - eps) * u
 
 
@@ -76,3 +88,25 @@ def corrupt(
     masked = u < p
     xt = torch.where(masked, torch.full_like(x0, mask_id), x0)
     return xt, masked
+
+
+def reveal_length(
+    xt: torch.Tensor,
+    masked: torch.Tensor,
+    x0: torch.Tensor,
+    eos_id: int,
+    share: float,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Give a random ``share`` of the rows their EOS and padding back (unmasked).
+
+    This is the state length-first decoding starts from (the end fixed, the words masked), so a
+    model trained on it is not surprised there. xt, masked, x0 [B, L]; returns (xt, masked).
+    """
+    if share <= 0:
+        return xt, masked
+    is_eos = x0 == eos_id
+    first = torch.where(is_eos.any(1), is_eos.float().argmax(1), torch.full_like(x0[:, 0], x0.shape[1] - 1))
+    rows = torch.rand(x0.shape[0], generator=generator, device=x0.device) < share
+    given = rows[:, None] & (torch.arange(x0.shape[1], device=x0.device)[None] >= first[:, None])
+    return torch.where(given, x0, xt), masked & ~given

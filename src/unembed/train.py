@@ -22,10 +22,10 @@ from torch import nn
 
 from .checkpoint import load_state, optimizer_from_tensors, optimizer_to_tensors, save_model, save_state
 from .config import Config, resolve_derived
-from .loss import diffusion_loss
+from .loss import diffusion_loss, length_targets
 from .metrics import token_accuracy
 from .model import Denoiser, init_from_encoder
-from .schedule import corrupt, sample_t
+from .schedule import corrupt, reveal_length, sample_t
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +82,12 @@ def fetch(data, rows: np.ndarray, device: torch.device) -> tuple[torch.Tensor, t
 class LossModule(nn.Module):
     """Wraps the Denoiser so DDP sees the whole loss (the tied head is used outside forward)."""
 
-    def __init__(self, model: Denoiser, kind: str, lam: float):
+    def __init__(self, model: Denoiser, kind: str, lam: float, norm: str = "elbo", length_weight: float = 0.0):
         super().__init__()
-        self.model, self.kind, self.lam = model, kind, lam
+        self.model, self.kind, self.lam, self.norm, self.length_weight = model, kind, lam, norm, length_weight
 
     def forward(self, x0, xt, masked, t, cond):
-        out = diffusion_loss(self.model, x0, xt, masked, t, cond, self.kind, self.lam)
+        out = diffusion_loss(self.model, x0, xt, masked, t, cond, self.kind, self.lam, self.norm, self.length_weight)
         return out.loss, out.ce, out.acc
 
 
@@ -125,12 +125,34 @@ def encoder_state(name: str) -> dict[str, torch.Tensor]:
 
 def build_model(cfg: Config) -> Denoiser:
     model = Denoiser(cfg.model)
-    if cfg.model.init == "encoder":
+    if cfg.train.init_from:
+        _init_from_model(model, cfg)
+    elif cfg.model.init == "encoder":
         copied = init_from_encoder(model, encoder_state(cfg.encoder.name))
         if not copied:
             raise ValueError("model.init=encoder copied nothing: widths/vocabulary do not match the encoder")
         log.info("initialised %d tensors from the encoder", len(copied))
     return model
+
+
+def _init_from_model(model: Denoiser, cfg: Config) -> None:
+    """Continue from a trained model's weights (continual training: the optimizer starts fresh).
+
+    The source must have the same architecture; a length head it lacks starts from its init.
+    """
+    from .checkpoint import load_weights
+    from .config import load_config_json
+    from .inverter import resolve_model_dir
+
+    folder = resolve_model_dir(cfg.train.init_from)
+    src = load_config_json(folder / "config.json").model
+    mine = replace(cfg.model, init=src.init, length_head=src.length_head)
+    if src != mine:
+        raise ValueError(f"train.init_from={cfg.train.init_from}: its model config differs from this run's")
+    missing, unexpected = model.load_state_dict(load_weights(folder), strict=False)
+    if unexpected or any(not k.startswith("length_mlp.") for k in missing):
+        raise ValueError(f"train.init_from={cfg.train.init_from}: weights do not fit (missing {missing[:3]})")
+    log.info("initialised from %s (%d tensors left at init)", folder, len(missing))
 
 
 # ---- the loop ----------------------------------------------------------------------------------
@@ -177,7 +199,7 @@ class Trainer:
         self.step, self.elapsed, self.best = 0, 0.0, float("inf")
         if resumed is not None:
             self._restore(*resumed[1:])
-        lm = LossModule(self.model, cfg.schedule.kind, cfg.schedule.lam)
+        lm = LossModule(self.model, cfg.schedule.kind, cfg.schedule.lam, cfg.train.loss_norm, cfg.train.length_loss)
         self.loss_module = lm
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -264,8 +286,9 @@ class Trainer:
             x0, cond = fetch(self.data, self.order.next(tc.batch_size), self.device)
             if tc.cond_noise > 0:
                 cond = cond + tc.cond_noise * torch.randn(cond.shape, generator=self.gen, device=self.device)
-            t = sample_t(x0.shape[0], sc.eps, sc.antithetic, self.gen, self.device)
+            t = sample_t(x0.shape[0], sc.eps, sc.antithetic, self.gen, self.device, sc.t_power)
             xt, masked = corrupt(x0, t, self.cfg.model.mask_id, sc.kind, sc.lam, self.gen)
+            xt, masked = reveal_length(xt, masked, x0, self.cfg.model.eos_id, tc.length_reveal, self.gen)
             with self._autocast():
                 loss, ce, acc = self.loss_module(x0, xt, masked, t, cond)
             (loss / tc.grad_accum).backward()
@@ -320,17 +343,35 @@ class Trainer:
         if len(rows) == 0:
             return {}
         gen = torch.Generator(device=self.device)
-        losses, accs = [], []
+        losses, accs, full_ce, full_acc, len_acc = [], [], [], [], []
         for i in range(tc.eval_batches):
             gen.manual_seed(10_000 + i)
             chunk = rows[(i * tc.batch_size) % len(rows) :][: tc.batch_size]
             x0, cond = fetch(self.data, chunk, self.device)
-            t = sample_t(x0.shape[0], sc.eps, True, gen, self.device)
+            t = sample_t(x0.shape[0], sc.eps, True, gen, self.device)  # uniform t: comparable across recipes
             xt, masked = corrupt(x0, t, self.cfg.model.mask_id, sc.kind, sc.lam, gen)
             with self._autocast():
                 out = diffusion_loss(ema_model, x0, xt, masked, t, cond, sc.kind, sc.lam)
+                # all masked, where decoding starts: the most sensitive early signal
+                ones = torch.ones_like(t)
+                full = diffusion_loss(
+                    ema_model,
+                    x0,
+                    torch.full_like(x0, self.cfg.model.mask_id),
+                    torch.ones_like(masked),
+                    ones,
+                    cond,
+                    sc.kind,
+                    sc.lam,
+                    "masked-mean",
+                )
             losses.append(out.loss.item())
             accs.append(out.acc.item())
+            full_ce.append(full.ce.item())
+            full_acc.append(full.acc.item())
+            if ema_model.has_length_head:
+                n = length_targets(x0, self.cfg.model.eos_id)
+                len_acc.append((ema_model.length_logits(cond).argmax(-1) == n).float().mean().item())
         x0, cond = fetch(self.data, rows[: tc.eval_decode_n], self.device)
         with self._autocast():
             last = final(
@@ -341,9 +382,14 @@ class Trainer:
                     schedule=sc.kind,
                     lam=sc.lam,
                     eps=sc.eps,
+                    lengths=ema_model.length_logits(cond).argmax(-1) if ema_model.has_length_head else None,
                 )
             )
+        extra = {"val_length_acc": float(np.mean(len_acc))} if len_acc else {}
         return {
+            **extra,
+            "val_ce_full_mask": float(np.mean(full_ce)),
+            "val_acc_full_mask": float(np.mean(full_acc)),
             "val_loss": float(np.mean(losses)),
             "val_masked_acc": float(np.mean(accs)),
             "val_decode_acc": token_accuracy(last.ids.cpu().numpy(), x0.cpu().numpy(), self.cfg.model.eos_id),
