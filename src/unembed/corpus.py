@@ -1,6 +1,6 @@
 """Corpus sources -> natural English sentences.
 
-A *source* is ``builtin`` (the packaged English sources of ``docs/assets.md``), ``builtin:a,b``
+A *source* is ``builtin`` (the packaged English sources of ``docs/data.md``), ``builtin:a,b``
 (some of them by name), ``c4`` (``allenai/c4``, config ``en``, streamed through ``datasets``) or a
 path to a ``.txt`` (one text a line), ``.jsonl`` (a ``text`` field, optional ``source``) or
 ``.parquet`` (``text`` column, optional ``source``) file. Every source yields *documents*
