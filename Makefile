@@ -33,7 +33,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks scripts
 
 corpus: $(STAMP)
-	PYTHON=$(BIN)/python bash scripts/fetch_corpus.sh
+	$(BIN)/unembed fetch-corpus
 	$(BIN)/unembed corpus --source builtin --out data/corpus/builtin.jsonl
 
 clean:

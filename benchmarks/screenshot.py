@@ -21,17 +21,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from chromium import find_chromium, launch  # noqa: E402
+
 log = logging.getLogger("screenshot")
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 STEP_MS = 160  # the page's animation pace (app.js)
 SENTENCE = "The patient was prescribed antibiotics for a chest infection."
 
@@ -62,7 +56,7 @@ def capture(url: str, args: argparse.Namespace, num_steps: int, step: int) -> No
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
+        browser = launch(pw, Path(args.chromium))
         page = browser.new_page(viewport={"width": args.width, "height": 900}, device_scale_factor=1)
         errors: list[str] = []
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -92,7 +86,8 @@ def capture(url: str, args: argparse.Namespace, num_steps: int, step: int) -> No
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
-    if not Path(args.chromium).exists():
+    chromium = find_chromium(args.chromium)
+    if chromium is None:
         log.error("no Chromium at %s (apt-get install chromium)", args.chromium)
         return 2
     from unembed.server.app import create_app, load_inverters, serve_in_thread

@@ -7,7 +7,7 @@ system Chromium is used). Skipped with a reason when either is missing.
 from __future__ import annotations
 
 import json
-import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,29 +16,22 @@ import pytest
 from unembed.inverter import Inverter
 from unembed.server import create_app, serve_in_thread
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from chromium import find_chromium, launch  # noqa: E402  (the one set of Chromium flags)
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SENTENCE = "We will meet at the train station at nine tomorrow morning."
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if not CHROMIUM.exists() and shutil.which("chromium") is None:
+    exe = find_chromium()
+    if exe is None:
         pytest.skip("no Chromium: apt-get install chromium")
     sync_api = pytest.importorskip("playwright.sync_api", reason="no Playwright: pip install playwright")
     with sync_api.sync_playwright() as pw:
-        exe = str(CHROMIUM) if CHROMIUM.exists() else shutil.which("chromium")
-        browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        browser = launch(pw, exe)
         yield browser
         browser.close()
 
@@ -117,3 +110,29 @@ def test_a_bad_vector_is_explained_on_the_page(page, site):
     assert "this model needs 384" in status.inner_text()
     assert "error" in (status.get_attribute("class") or "")
     assert page.errors == []
+
+
+def test_api_docs_render_offline(browser, site):
+    """Swagger UI at /docs draws every route from local assets; any request off the server fails."""
+    url, _ = site
+    context = browser.new_context()
+    outside: list[str] = []
+
+    def only_local(route):
+        if route.request.url.startswith(url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_local)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.goto(url.rstrip("/") + "/docs")
+    page.wait_for_selector(".opblock-summary-path", timeout=30_000)
+    paths = {p.replace("\u200b", "").strip() for p in page.locator(".opblock-summary-path").all_inner_texts()}
+    assert {"/api/health", "/api/models", "/api/encode", "/api/invert"} <= paths
+    assert "unembed" in page.locator(".info .title").inner_text()
+    assert outside == [] and errors == []
+    context.close()

@@ -230,6 +230,8 @@ def test_check_compatible(source_file, tmp_path, minilm_tokenizer):
         data.check_compatible("fake", 8192, 32, 103, 0, 102)
     with pytest.raises(ValueError, match="eos_id 102 in the data, 2 in the model"):
         data.check_compatible("fake", 30522, 16, 103, 0, 2)
+    with pytest.raises(ValueError, match=r"prepare the data with --seq-len 32 or train with model\.seq_len=16"):
+        data.check_compatible("fake", 30522, 32, 103, 0, 102)  # e.g. --config small on data for tiny
 
 
 def test_real_minilm_end_to_end(source_file, tmp_path):

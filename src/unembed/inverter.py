@@ -1,7 +1,12 @@
 """The facade that the CLI, the server and evaluation all use: encode, invert, stream.
 
-``Inverter.load("default")`` finds the shipped model in ``models/minilm-default`` from any working
-directory; any model folder (config.json + safetensors) or a name under ``models/`` works too.
+``Inverter.load("default")`` finds the shipped model ``minilm-default`` from any working directory.
+A model is a folder holding config.json + safetensors, given by path or by name; names are looked
+up on the models path (:func:`models_path`), first match wins:
+
+1. each folder in ``$UNEMBED_MODELS`` (``os.pathsep``-separated),
+2. the user's cache, ``$UNEMBED_CACHE/models`` (default ``~/.cache/unembed/models``),
+3. the models shipped inside the package (``unembed/models``, the checkout's ``models/``).
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from .checkpoint import load_model
 from .config import Config
@@ -22,43 +29,81 @@ from .metrics import cosine, token_accuracy_per_row
 from .sampling import STRATEGIES, StepState, denoise, final
 from .text import DecoderTokenizer
 
+if TYPE_CHECKING:
+    from .encoders import Encoder
+
 log = logging.getLogger(__name__)
 
-MODELS_DIR = Path(os.environ.get("UNEMBED_MODELS", Path(__file__).resolve().parents[2] / "models"))
+PACKAGE_MODELS = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = "minilm-default"
 MAX_BATCH = 4096
 LENGTH_MODES = ("auto", "head", "free")
 
 
+def models_path() -> list[Path]:
+    """The folders searched for model names, in order (environment read at call time)."""
+    from .corpus import cache_root
+
+    env = [Path(p).expanduser() for p in os.environ.get("UNEMBED_MODELS", "").split(os.pathsep) if p.strip()]
+    return [*env, cache_root() / "models", PACKAGE_MODELS]
+
+
+def list_models() -> list[tuple[str, Path]]:
+    """(name, folder) of every model on the models path, in search order; a later folder's model
+    of the same name is listed too but shadowed by the first."""
+    found = []
+    for root in models_path():
+        if root.is_dir():
+            found += [(p.name, p) for p in sorted(root.iterdir()) if (p / "config.json").is_file()]
+    return found
+
+
 def resolve_model_dir(name: str) -> Path:
-    """'default', a name under models/, or a folder path -> the model folder."""
+    """'default', a model name on the models path, or a folder path -> the model folder."""
     if name in ("default", ""):
         name = DEFAULT_MODEL
-    path = Path(name)
-    for cand in (path, MODELS_DIR / name):
-        if (cand / "config.json").is_file():
-            return cand
-    known = sorted(p.name for p in MODELS_DIR.glob("*") if (p / "config.json").is_file()) if MODELS_DIR.is_dir() else []
-    raise ValueError(f"model {name!r} not found (no config.json there; shipped models: {', '.join(known) or 'none'})")
+    path = Path(name).expanduser()
+    if (path / "config.json").is_file():
+        return path
+    for root in models_path() if path.name == name else []:  # a bare name, not a path
+        if (root / name / "config.json").is_file():
+            return root / name
+    known = sorted({n for n, _ in list_models()})
+    raise ValueError(
+        f"model {name!r} not found (no config.json there; known models: {', '.join(known) or 'none'};"
+        " list them with `unembed models`)"
+    )
 
 
 @dataclass(frozen=True)
 class Inversion:
+    """One reconstruction: its text, the decoder's token ids [L] and each position's confidence."""
+
     text: str
     ids: list[int]
     confidence: list[float]  # per position, probability of the committed token
 
 
 class Inverter:
+    """A loaded decoder with its tokenizer and (lazily) its encoder: ``encode`` texts to vectors,
+    ``invert`` vectors to :class:`Inversion` results, ``stream`` one step state per decoder pass."""
+
     def __init__(
-        self, cfg: Config, model, tokenizer: DecoderTokenizer, name: str = "", device: str = "cpu", encoder=None
+        self,
+        cfg: Config,
+        model: torch.nn.Module,
+        tokenizer: DecoderTokenizer,
+        name: str = "",
+        device: str = "cpu",
+        encoder: Encoder | None = None,
     ):
         self.cfg, self.model, self.tokenizer = cfg, model, tokenizer
         self.name, self.device = name, torch.device(device)
         self._encoder = encoder
 
     @classmethod
-    def load(cls, name: str = "default", device: str = "cpu", encoder=None) -> Inverter:
+    def load(cls, name: str = "default", device: str = "cpu", encoder: Encoder | None = None) -> Inverter:
+        """A model by name (see :func:`models_path`) or folder; ``encoder`` replaces the model's own."""
         folder = resolve_model_dir(name)
         cfg, model = load_model(folder, device)
         if encoder is None:
@@ -73,7 +118,7 @@ class Inverter:
 
     # ---- encoder ------------------------------------------------------------------------------
     @property
-    def encoder(self):
+    def encoder(self) -> Encoder:
         if self._encoder is None:
             from .encoders import load_encoder
 
@@ -85,17 +130,20 @@ class Inverter:
     def dim(self) -> int:
         return self.cfg.model.cond_dim
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        texts = list(texts)
+    def encode(self, texts: str | Sequence[str]) -> np.ndarray:
+        """One text or a list of texts -> unit vectors float32 [B, D] (B = 1 for one text)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            raise ValueError("no texts to encode")
         for t in texts:
             if not isinstance(t, str) or not t.strip():
                 raise ValueError("text must be a non-empty string")
         return self.encoder.encode(texts)
 
     # ---- inversion ----------------------------------------------------------------------------
-    def check_vectors(self, vectors) -> torch.Tensor:
+    def check_vectors(self, vectors: ArrayLike) -> torch.Tensor:
         """Validate [B, D] (or [D]) vectors and return unit-norm float32 on the model's device."""
-        v = np.asarray(vectors, dtype=np.float64)
+        v = _as_array(vectors, np.float64)
         if v.ndim == 1:
             v = v[None]
         if v.ndim != 2 or v.shape[1] != self.dim:
@@ -122,7 +170,7 @@ class Inverter:
 
     def stream(
         self,
-        vectors,
+        vectors: ArrayLike,
         strategy: str | None = None,
         num_steps: int | None = None,
         seed: int = 0,
@@ -160,7 +208,7 @@ class Inverter:
 
     def invert(
         self,
-        vectors,
+        vectors: ArrayLike,
         strategy: str | None = None,
         num_steps: int | None = None,
         seed: int = 0,
@@ -168,7 +216,7 @@ class Inverter:
         length: str | None = None,
     ) -> list[Inversion]:
         """Invert [B, D] vectors in batches of batch_size; each batch restarts the seeded generator."""
-        rows = np.asarray(vectors, dtype=np.float32)
+        rows = _as_array(vectors, np.float32)
         rows = rows[None] if rows.ndim == 1 else rows
         if rows.shape[0] == 0:
             raise ValueError("no vectors to invert")
@@ -189,6 +237,18 @@ class Inverter:
         recon = [inv.text or " " for inv in inversions]
         cos = cosine(self.encode([r if r.strip() else "." for r in recon]), targets)
         return [{"token_accuracy": float(a), "cosine": float(c)} for a, c in zip(acc, cos)]
+
+
+def _as_array(vectors: ArrayLike, dtype: type) -> np.ndarray:
+    """Vectors as a numeric array; texts get a ValueError that says to encode them first."""
+    if isinstance(vectors, str) or (
+        isinstance(vectors, Sequence) and len(vectors) > 0 and all(isinstance(v, str) for v in vectors)
+    ):
+        raise ValueError("invert takes vectors, not texts: call encode(texts) first, then invert(vectors)")
+    try:
+        return np.asarray(vectors, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"vectors must be numbers of shape [B, D] or [D]: {exc}") from None
 
 
 def _load_tokenizer(encoder_name: str):

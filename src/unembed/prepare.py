@@ -363,6 +363,28 @@ def run_prepare(
     return manifest
 
 
+def write_split_texts(
+    corpus_path: str | Path, split: str, out: str | Path, encoder: str = "minilm", seq_len: int = 32
+) -> int:
+    """One split of a corpus JSONL -> a text file, each sentence cut to the decoder length.
+
+    These are exactly the texts (and cuts) that :func:`run_prepare` stores for that split, so
+    ``unembed evaluate --texts OUT`` measures what ``--data DIR --split SPLIT`` would. Returns the count.
+    """
+    from unembed.inverter import _load_tokenizer
+
+    if split not in corpus.SPLITS:
+        raise ValueError(f"unknown split {split!r}: use one of {', '.join(corpus.SPLITS)}")
+    tok = DecoderTokenizer(_load_tokenizer(encoder), seq_len)
+    with open(corpus_path) as fh:
+        texts = [t for t in (json.loads(line)["text"] for line in fh if line.strip()) if corpus.split_of(t) == split]
+    if not texts:
+        raise ValueError(f"{corpus_path} holds no sentence of the {split} split")
+    cut, _ = tok.fit(texts)
+    Path(out).write_text("\n".join(cut) + "\n")
+    return len(cut)
+
+
 # ---------------------------------------------------------------------------------------------
 # Reader
 # ---------------------------------------------------------------------------------------------
@@ -453,5 +475,7 @@ class PreparedData:
         diffs = [
             f"{k} {have!r} in the data, {want!r} in the model" for k, (have, want) in wanted.items() if have != want
         ]
+        if self.seq_len != seq_len:  # the vectors embed the text cut at the data's length: cut again
+            diffs.append(f"prepare the data with --seq-len {seq_len} or train with model.seq_len={self.seq_len}")
         if diffs:
             raise ValueError(f"prepared data {self.path} does not match the model: {'; '.join(diffs)}")

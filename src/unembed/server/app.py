@@ -2,7 +2,8 @@
 
 Routes: ``GET /api/health``, ``GET /api/models``, ``POST /api/encode``, ``POST /api/invert``
 (Server-Sent Events: ``step`` per decoder forward pass, then ``final``, or ``error``), the page at
-``/`` and its files under ``/static/``, OpenAPI at ``/docs``.
+``/`` and its files under ``/static/``, the OpenAPI schema at ``/openapi.json`` and Swagger UI at
+``/docs``, whose assets come from the ``swagger-ui-bundle-v2`` package (no CDN: it works offline).
 
 Every bad input gets a 4xx with ``{"error": message}``: 400 (malformed JSON), 403 (cross-origin
 POST), 404 (unknown model or path), 413 (body over ``max_body_bytes``), 422 (invalid fields,
@@ -27,7 +28,8 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -102,11 +104,18 @@ def create_app(
         finally:
             worker.stop()
 
-    app = FastAPI(title="unembed", summary="Recover text from a text-embedding vector", lifespan=lifespan)
+    app = FastAPI(
+        title="unembed",
+        summary="Recover text from a text-embedding vector",
+        lifespan=lifespan,
+        docs_url=None,  # FastAPI's own pages load their assets from a CDN: /docs is served below
+        redoc_url=None,
+    )
     app.state.inverters, app.state.worker, app.state.retry_after_s = inverters, worker, retry_after_s
     _add_error_handlers(app)
     _add_routes(app)
     _document_stream_events(app)
+    _add_docs(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(
         _Guard,
@@ -141,6 +150,23 @@ def _add_error_handlers(app: FastAPI) -> None:
 def _error(status: int, message: str, detail: list | None = None, headers: dict | None = None) -> JSONResponse:
     body = ErrorResponse(error=message, detail=detail).model_dump(exclude_none=True)
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _add_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs with its JavaScript, CSS and icon served from the installed bundle."""
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs/assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title="unembed API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+        )
 
 
 def _add_routes(app: FastAPI) -> None:
