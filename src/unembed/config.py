@@ -78,6 +78,11 @@ class TrainConfig:
     eval_decode_steps: int = 8
     cond_noise: float = 0.0  # std of Gaussian noise added to unit cond vectors (noise-aware training)
     compile: bool = False
+    # The GPU fast path (see gpujob): every row of the data on the device, and a fixed-size head
+    # gather (loss.masked_capacity) so that no step waits on the host. Same batches either way.
+    resident: bool = False
+    sync_free: bool = False
+    eval_minutes: float = 0.0  # also validate (and keep the best model) every this many training minutes
 
 
 @dataclass(frozen=True)
