@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from unembed.gpujob import MAX_OUT_FILES, ceiling_seq_per_s, dequantize, pack, quantize, read_pack, run_job
+from unembed.gpujob import MAX_OUT_FILES, Exporter, ceiling_seq_per_s, dequantize, pack, quantize, read_pack, run_job
 from unembed.inverter import Inverter
 
 LINES = [
@@ -50,7 +50,7 @@ def test_ceiling_of_the_small_preset():
 
 
 @pytest.mark.slow
-def test_dry_run_pack_prepare_train_export_load(tmp_path):
+def test_dry_run_pack_prepare_train_export_load(tmp_path, caplog):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(
         "".join(json.dumps({"text": t, "source": "toy" if i < 50 else "b"}) + "\n" for i, t in enumerate(LINES))
@@ -87,3 +87,6 @@ def test_dry_run_pack_prepare_train_export_load(tmp_path):
     inv = Inverter.load(str(out))
     assert inv.cfg.encoder.name == "minilm" and inv.cfg.train.data == ""
     assert isinstance(inv.invert(inv.encode(["The red dog walked to the park."]), num_steps=4)[0].text, str)
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    Exporter(out, tmp_path / "stage", "minilm", 0.05, {}, 0.0)(tmp_path / "work" / "run")  # > 8 files
+    assert "export skipped" in caplog.text and {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before

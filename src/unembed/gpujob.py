@@ -381,6 +381,13 @@ class Exporter:
         self.summary, self.t0, self.exports = summary, t0, 0
 
     def __call__(self, run_dir: Path) -> None:
+        """Export, or log why not: a failed export must not end the training run that called it."""
+        try:
+            self._export(run_dir)
+        except (OSError, ValueError) as exc:
+            log.error("export skipped: %s", exc)
+
+    def _export(self, run_dir: Path) -> None:
         from .checkpoint import load_weights, save_model
         from .config import load_config_json
 
