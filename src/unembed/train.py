@@ -22,7 +22,7 @@ from torch import nn
 
 from .checkpoint import load_state, optimizer_from_tensors, optimizer_to_tensors, save_model, save_state
 from .config import Config, resolve_derived
-from .loss import diffusion_loss, length_targets
+from .loss import diffusion_loss, length_targets, masked_capacity
 from .metrics import token_accuracy
 from .model import Denoiser, init_from_encoder
 from .schedule import corrupt, reveal_length, sample_t
@@ -37,7 +37,9 @@ class BatchOrder:
     """Deterministic stream of row indices: epoch e is a seeded permutation of ``rows``.
 
     The whole state is ``cursor`` (samples consumed, all ranks together), so resume is exact.
-    Each call takes ``batch * world`` samples; rank r keeps its slice.
+    Each call takes ``batch * world`` samples; rank r keeps its slice. ``next`` gives numpy
+    indices, ``next_on`` the same indices as a tensor on a device (each epoch's permutation is
+    copied there once, so a step reads nothing from the host).
     """
 
     def __init__(self, rows: np.ndarray, seed: int, rank: int = 0, world: int = 1):
@@ -46,6 +48,7 @@ class BatchOrder:
         self.rows, self.seed, self.rank, self.world = rows, seed, rank, world
         self.cursor = 0
         self._epoch, self._perm = -1, rows
+        self._on: tuple[int, torch.Tensor] | None = None
 
     def _perm_of(self, epoch: int) -> np.ndarray:
         if epoch != self._epoch:
@@ -53,18 +56,33 @@ class BatchOrder:
             self._epoch = epoch
         return self._perm
 
-    def next(self, batch: int) -> np.ndarray:
+    def _perm_on(self, epoch: int, device: torch.device) -> torch.Tensor:
+        if self._on is None or self._on[0] != epoch or self._on[1].device != device:
+            perm = torch.from_numpy(self._perm_of(epoch))
+            if device.type == "cuda":
+                perm = perm.pin_memory()  # an asynchronous copy: the host does not wait for the GPU
+            self._on = (epoch, perm.to(device, non_blocking=True))
+        return self._on[1]
+
+    def _spans(self, batch: int) -> list[tuple[int, int, int]]:
+        """(epoch, start, end) pieces of the next batch * world samples; advances the cursor."""
         n = len(self.rows)
-        take = []
-        start, need = self.cursor, batch * self.world
+        spans, start, need = [], self.cursor, batch * self.world
         while need > 0:
             epoch, pos = divmod(start, n)
-            chunk = self._perm_of(epoch)[pos : pos + need]
-            take.append(chunk)
-            start += len(chunk)
-            need -= len(chunk)
+            take = min(need, n - pos)
+            spans.append((epoch, pos, pos + take))
+            start += take
+            need -= take
         self.cursor = start
-        both = np.concatenate(take)
+        return spans
+
+    def next(self, batch: int) -> np.ndarray:
+        both = np.concatenate([self._perm_of(e)[a:b] for e, a, b in self._spans(batch)])
+        return both[self.rank * batch : (self.rank + 1) * batch]
+
+    def next_on(self, batch: int, device: torch.device) -> torch.Tensor:
+        both = torch.cat([self._perm_on(e, device)[a:b] for e, a, b in self._spans(batch)])
         return both[self.rank * batch : (self.rank + 1) * batch]
 
 
@@ -76,19 +94,46 @@ def fetch(data, rows: np.ndarray, device: torch.device) -> tuple[torch.Tensor, t
     return x0.to(device, non_blocking=True), cond.to(device, non_blocking=True)
 
 
+class ResidentData:
+    """All ids and vectors of a PreparedData held on the device; ``fetch`` gives what the module
+    function gives (rows in sorted order, same dtypes), read from device memory."""
+
+    def __init__(self, data, device: torch.device):
+        self.ids = torch.from_numpy(np.array(data.ids)).to(device)  # int32 [N, L] (a copy: memmaps are read-only)
+        self.vectors = torch.from_numpy(np.array(data.vectors)).to(device)  # [N, D]
+        self.device = device
+
+    def fetch(self, rows: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.sort(torch.as_tensor(rows, device=self.device)).values
+        return self.ids[idx].long(), self.vectors[idx].float()
+
+
 # ---- pieces ------------------------------------------------------------------------------------
 
 
 class LossModule(nn.Module):
     """Wraps the Denoiser so DDP sees the whole loss (the tied head is used outside forward)."""
 
-    def __init__(self, model: Denoiser, kind: str, lam: float, norm: str = "elbo", length_weight: float = 0.0):
+    def __init__(
+        self,
+        model: Denoiser,
+        kind: str,
+        lam: float,
+        capacity: int | None = None,
+        norm: str = "elbo",
+        length_weight: float = 0.0,
+    ):
         super().__init__()
-        self.model, self.kind, self.lam, self.norm, self.length_weight = model, kind, lam, norm, length_weight
+        self.model, self.kind, self.lam, self.capacity = model, kind, lam, capacity
+        self.norm, self.length_weight = norm, length_weight
 
     def forward(self, x0, xt, masked, t, cond):
-        out = diffusion_loss(self.model, x0, xt, masked, t, cond, self.kind, self.lam, self.norm, self.length_weight)
-        return out.loss, out.ce, out.acc
+        """-> (loss, ce, acc, dropped): 0-d tensors (dropped: masked positions over capacity)."""
+        out = diffusion_loss(
+            self.model, x0, xt, masked, t, cond, self.kind, self.lam, self.norm, self.length_weight, self.capacity
+        )
+        dropped = out.dropped if out.dropped is not None else torch.zeros((), device=x0.device)
+        return out.loss, out.ce, out.acc, dropped
 
 
 def lr_at(progress: float, step: int, cfg: Config) -> float:
@@ -171,9 +216,16 @@ def _device(local_rank: int) -> torch.device:
 
 
 class Trainer:
-    """Holds everything one run needs; ``run()`` trains until max_steps/max_minutes/stop_at."""
+    """Holds everything one run needs; ``run()`` trains until max_steps/max_minutes/stop_at/deadline.
 
-    def __init__(self, cfg: Config, out: Path, progress: bool = True, on_save=None):
+    Set-up (``__init__``), one optimizer step (``train_step``), validation (``validate``) and
+    checkpointing (``save``, ``_restore``) are separate; ``run`` drives them. Per step nothing is
+    read back to the host: the stats are summed on the device and read every ``log_every`` steps.
+    ``on_save(run_dir)`` is called (rank 0) after each write of the run's model; ``deadline`` is a
+    ``time.time()`` after which no new step starts (the GPU job's hard stop, evaluations included).
+    """
+
+    def __init__(self, cfg: Config, out: Path, progress: bool = True, on_save=None, deadline: float | None = None):
         from .prepare import PreparedData
 
         self.rank, local_rank, self.world = _dist_info()
@@ -181,7 +233,7 @@ class Trainer:
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         self.device = _device(local_rank)
         self.out, self.progress = Path(out), progress and self.rank == 0
-        self.on_save = on_save  # called with the run folder after each save of its model (rank 0)
+        self.on_save, self.deadline = on_save, deadline
         if not cfg.train.data:
             raise ValueError("train.data is empty: give a folder made by `unembed prepare`")
         self.data = PreparedData(cfg.train.data)
@@ -190,23 +242,13 @@ class Trainer:
         if resumed is not None:
             self._check_same_run(cfg, resumed[0])
         self.cfg = cfg
-        torch.manual_seed(cfg.train.seed)
-        self.model = build_model(cfg).to(self.device)
-        self.ema = [p.detach().clone().float() for p in self.model.parameters()]
-        self.opt = make_optimizer(self.model, cfg, self.device)
-        self.gen = torch.Generator(device=self.device)
-        self.order = BatchOrder(self.data.rows("train"), cfg.train.seed, self.rank, self.world)
-        self.step, self.elapsed, self.best = 0, 0.0, float("inf")
+        self._build()
         if resumed is not None:
             self._restore(*resumed[1:])
-        lm = LossModule(self.model, cfg.schedule.kind, cfg.schedule.lam, cfg.train.loss_norm, cfg.train.length_loss)
-        self.loss_module = lm
-        if self.world > 1:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.loss_module = nn.parallel.DistributedDataParallel(lm, device_ids=ids)
-        if cfg.train.compile:
-            self.loss_module = torch.compile(self.loss_module)
+        self._timed_evals = self._timed_evals_by(self.elapsed)
+        self._wrap()
 
+    # -- set-up ---------------------------------------------------------------------------------
     def _resolve(self, cfg: Config) -> Config:
         m = self.data.manifest
         tok = m["tokenizer"]
@@ -234,7 +276,42 @@ class Trainer:
         ):
             raise ValueError(f"{self.out} holds a run with another config; use a new --out or the same config")
 
-    # -- state ------------------------------------------------------------------------------
+    def _build(self) -> None:
+        """Model, EMA, optimizer, generator, data order (and the data on the device if resident)."""
+        cfg = self.cfg
+        torch.manual_seed(cfg.train.seed)
+        self.model = build_model(cfg).to(self.device)
+        self.ema = [p.detach().clone().float() for p in self.model.parameters()]
+        self.opt = make_optimizer(self.model, cfg, self.device)
+        self.gen = torch.Generator(device=self.device)
+        self.order = BatchOrder(self.data.rows("train"), cfg.train.seed, self.rank, self.world)
+        self.resident = ResidentData(self.data, self.device) if cfg.train.resident else None
+        self.step, self.elapsed, self.best = 0, 0.0, float("inf")
+
+    def _wrap(self) -> None:
+        """The loss module as the step calls it: fixed head capacity, DDP, torch.compile."""
+        tc, sc = self.cfg.train, self.cfg.schedule
+        capacity = None
+        if tc.sync_free:
+            capacity = masked_capacity(
+                tc.batch_size, self.cfg.model.seq_len, sc.kind, sc.lam, sc.eps, sc.antithetic, power=sc.t_power
+            )
+        lm = LossModule(self.model, sc.kind, sc.lam, capacity, tc.loss_norm, tc.length_loss)
+        self.loss_module = lm
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.loss_module = nn.parallel.DistributedDataParallel(lm, device_ids=ids)
+        if tc.compile:
+            self.loss_module = torch.compile(self.loss_module)
+
+    def _fetch(self, rows: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.resident.fetch(rows) if self.resident is not None else fetch(self.data, rows, self.device)
+
+    def _next_rows(self) -> np.ndarray | torch.Tensor:
+        b = self.cfg.train.batch_size
+        return self.order.next_on(b, self.device) if self.resident is not None else self.order.next(b)
+
+    # -- checkpointing --------------------------------------------------------------------------
     def _restore(self, tensors: dict[str, dict[str, torch.Tensor]], info: dict[str, Any]) -> None:
         self.model.load_state_dict(tensors["model"])
         for e, name in zip(self.ema, [n for n, _ in self.model.named_parameters()]):
@@ -274,33 +351,33 @@ class Trainer:
         self.gen.manual_seed(s)
         torch.manual_seed(s)
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self) -> tuple[torch.Tensor, float]:
+        """One optimizer step -> (loss, ce, acc, dropped) as a [4] tensor on the device, and the lr."""
         tc, sc = self.cfg.train, self.cfg.schedule
         self.model.train()
         lr = lr_at(self._progress(), self.step, self.cfg)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        totals = torch.zeros(3, device=self.device)
+        totals = torch.zeros(4, device=self.device)
         for micro in range(tc.grad_accum):
             self._seed(micro)
-            x0, cond = fetch(self.data, self.order.next(tc.batch_size), self.device)
+            x0, cond = self._fetch(self._next_rows())
             if tc.cond_noise > 0:
                 cond = cond + tc.cond_noise * torch.randn(cond.shape, generator=self.gen, device=self.device)
             t = sample_t(x0.shape[0], sc.eps, sc.antithetic, self.gen, self.device, sc.t_power)
             xt, masked = corrupt(x0, t, self.cfg.model.mask_id, sc.kind, sc.lam, self.gen)
             xt, masked = reveal_length(xt, masked, x0, self.cfg.model.eos_id, tc.length_reveal, self.gen)
             with self._autocast():
-                loss, ce, acc = self.loss_module(x0, xt, masked, t, cond)
+                loss, ce, acc, dropped = self.loss_module(x0, xt, masked, t, cond)
             (loss / tc.grad_accum).backward()
-            totals += torch.stack([loss.detach(), ce, acc]) / tc.grad_accum
+            totals += torch.stack([loss.detach(), ce, acc, dropped * tc.grad_accum]) / tc.grad_accum
         if tc.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self._update_ema()
         self.step += 1
-        loss, ce, acc = totals.tolist()
-        return {"loss": loss, "ce": ce, "acc": acc, "lr": lr}
+        return totals, lr
 
     def _autocast(self):
         bf16 = self.cfg.train.precision == "bf16" or (self.cfg.train.precision == "auto" and self.device.type == "cuda")
@@ -322,14 +399,16 @@ class Trainer:
         tc = self.cfg.train
         if self.step >= tc.max_steps or (stop_at is not None and self.step >= stop_at):
             return True
-        if self.world > 1 and tc.max_minutes > 0:
-            # The wall-clock schedule must be the same on every rank: the learning rate follows it and
-            # ranks that stopped at different steps would hang DDP. Agree on the slowest rank's clock.
-            clock = torch.tensor([self.elapsed], dtype=torch.float64, device=self.device)
+        past_deadline = self.deadline is not None and time.time() >= self.deadline
+        if self.world > 1 and (tc.max_minutes > 0 or tc.eval_minutes > 0 or self.deadline is not None):
+            # The wall-clock schedule must be the same on every rank: the learning rate and timed
+            # evaluations follow it and ranks that stopped at different steps would hang DDP.
+            # Agree on the slowest rank's clock.
+            clock = torch.tensor([self.elapsed, float(past_deadline)], dtype=torch.float64, device=self.device)
             dist.all_reduce(clock, op=dist.ReduceOp.MAX)
-            self.elapsed = float(clock.item())
+            self.elapsed, past_deadline = float(clock[0].item()), bool(clock[1].item())
         out_of_time = tc.max_minutes > 0 and self.elapsed >= 60 * tc.max_minutes
-        return out_of_time
+        return out_of_time or past_deadline
 
     # -- validation -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -347,7 +426,7 @@ class Trainer:
         for i in range(tc.eval_batches):
             gen.manual_seed(10_000 + i)
             chunk = rows[(i * tc.batch_size) % len(rows) :][: tc.batch_size]
-            x0, cond = fetch(self.data, chunk, self.device)
+            x0, cond = self._fetch(chunk)
             t = sample_t(x0.shape[0], sc.eps, True, gen, self.device)  # uniform t: comparable across recipes
             xt, masked = corrupt(x0, t, self.cfg.model.mask_id, sc.kind, sc.lam, gen)
             with self._autocast():
@@ -372,7 +451,7 @@ class Trainer:
             if ema_model.has_length_head:
                 n = length_targets(x0, self.cfg.model.eos_id)
                 len_acc.append((ema_model.length_logits(cond).argmax(-1) == n).float().mean().item())
-        x0, cond = fetch(self.data, rows[: tc.eval_decode_n], self.device)
+        x0, cond = self._fetch(rows[: tc.eval_decode_n])
         with self._autocast():
             last = final(
                 denoise(
@@ -395,6 +474,18 @@ class Trainer:
             "val_decode_acc": token_accuracy(last.ids.cpu().numpy(), x0.cpu().numpy(), self.cfg.model.eos_id),
         }
 
+    def _timed_evals_by(self, elapsed: float) -> int:
+        minutes = self.cfg.train.eval_minutes
+        return int(elapsed // (60 * minutes)) if minutes > 0 else 0
+
+    def _eval_due(self) -> bool:
+        """Every eval_every steps, and each time another eval_minutes of training time has passed."""
+        tc = self.cfg.train
+        timed = self._timed_evals_by(self.elapsed)
+        due = bool(tc.eval_every and self.step % tc.eval_every == 0) or timed > self._timed_evals
+        self._timed_evals = timed
+        return due
+
     # -- driver ------------------------------------------------------------------------------------
     def run(self, stop_at: int | None = None) -> dict[str, Any]:
         tc = self.cfg.train
@@ -402,34 +493,50 @@ class Trainer:
         logf = open(self.out / "log.jsonl", "a") if self.rank == 0 else None
         bar = _bar(self, tc.max_steps) if self.progress else None
         last: dict[str, Any] = {}
-        t0, seen0, tick = time.time(), self.step, time.time()
+        window = StatsWindow(self.device)  # step stats summed on the device between two logs
+        t0, seen0, tick, evaluated_at = time.time(), self.step, time.time(), None
         try:
             while not self.finished(stop_at):
-                stats = self.train_step()
+                window.add(*self.train_step())
                 now = time.time()
                 self.elapsed += now - tick
                 tick = now
-                seqs = (self.step - seen0) * tc.batch_size * tc.grad_accum * self.world / max(now - t0, 1e-9)
-                last = {"train_step": self.step, **stats, "seq_per_s": seqs, "elapsed_s": self.elapsed}
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['acc']:.3f}", seq_s=f"{seqs:.0f}")
-                if self.step % tc.log_every == 0 and logf:
-                    logf.write(json.dumps(last) + "\n")
-                    logf.flush()
-                if tc.eval_every and self.step % tc.eval_every == 0:
+                if self.step % tc.log_every == 0:
+                    last = self._log(window, logf, bar, t0, seen0)
+                if self._eval_due():
                     last.update(self._evaluate_and_keep(logf))
+                    evaluated_at = self.step
                 if tc.save_every and self.step % tc.save_every == 0:
                     self.save()
                 tick = time.time()  # validation and saving do not count against max_minutes
         finally:
             if bar is not None:
                 bar.close()
-        if tc.eval_every and self.step % tc.eval_every != 0:
+        if window.steps:
+            last = {
+                **self._log(window, logf, bar, t0, seen0),
+                **{k: v for k, v in last.items() if k.startswith("val_")},
+            }
+        if (tc.eval_every or tc.eval_minutes > 0) and evaluated_at != self.step:
             last.update(self._evaluate_and_keep(logf))
         self.save()
         if logf:
             logf.close()
+        return last
+
+    def _log(self, window: StatsWindow, logf, bar, t0: float, seen0: int) -> dict[str, Any]:
+        """Read the window's means (the one host sync), write a log line, reset the window."""
+        tc = self.cfg.train
+        stats = window.read()
+        seqs = (self.step - seen0) * tc.batch_size * tc.grad_accum * self.world / max(time.time() - t0, 1e-9)
+        last = {"train_step": self.step, **stats, "seq_per_s": seqs, "elapsed_s": self.elapsed}
+        if bar is not None:
+            bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['acc']:.3f}", seq_s=f"{seqs:.0f}")
+        if logf:
+            logf.write(json.dumps(last) + "\n")
+            logf.flush()
         return last
 
     def _evaluate_and_keep(self, logf) -> dict[str, float]:
@@ -438,16 +545,43 @@ class Trainer:
                 dist.barrier()
             return {}
         metrics = self.validate()
-        if metrics and metrics["val_loss"] < self.best:
+        improved = bool(metrics) and metrics["val_loss"] < self.best
+        if improved:
             self.best = metrics["val_loss"]
             save_model(self.out, self.cfg, self.ema_state())  # the run's model: best EMA by val loss
         if logf and metrics:
             logf.write(json.dumps({"train_step": self.step, **metrics}) + "\n")
             logf.flush()
         log.info("train_step %d %s", self.step, metrics)
+        if improved and self.on_save is not None:
+            self.on_save(self.out)
         if self.world > 1:
             dist.barrier()
         return metrics
+
+
+class StatsWindow:
+    """Sums of the step stats over the steps since the last read, kept on the device."""
+
+    NAMES = ("loss", "ce", "acc", "dropped")
+
+    def __init__(self, device: torch.device):
+        self.sums = torch.zeros(len(self.NAMES), device=device)
+        self.steps, self.lr = 0, 0.0
+
+    def add(self, stats: torch.Tensor, lr: float) -> None:
+        self.sums += stats
+        self.steps += 1
+        self.lr = lr
+
+    def read(self) -> dict[str, float]:
+        """Means over the window (dropped: the total), the last lr; then starts a new window."""
+        values = self.sums.tolist()
+        out = {n: v / max(self.steps, 1) for n, v in zip(self.NAMES[:3], values[:3])}
+        out.update(dropped=int(values[3]), lr=self.lr, window_steps=self.steps)
+        self.sums.zero_()
+        self.steps = 0
+        return out
 
 
 def build_eval_copy(model: Denoiser, weights: dict[str, torch.Tensor]) -> Denoiser:
