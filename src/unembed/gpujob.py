@@ -196,7 +196,7 @@ def _summary(run_dir: Path, returncode: int | None) -> dict:
     evals = [r for r in logs if "val_decode_acc" in r]
     trains = [r for r in logs if "loss" in r]
     return {
-        "ok": returncode == 0 and bool(evals),
+        "ok": returncode == 0 and (run_dir / "config.json").is_file(),  # a model, validated or not (tiny)
         "returncode": returncode,
         "val_decode_acc": evals[-1]["val_decode_acc"] if evals else 0.0,
         "val_loss": evals[-1]["val_loss"] if evals else None,
