@@ -100,8 +100,8 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
 
 
-# How people write numbers: 3, -2, 1_000, 0.5, .5, 1e-3, 5E-4, 2.5e+3. YAML 1.1 (PyYAML) reads the
-# exponent forms without a dot or sign ("1e-3", "5E-4") as strings; these are turned into numbers here.
+# How people write numbers: 3, -2, 1_000, 0.5, .5, 1e-3, 5E-4, 2.5e+3, 010 (ten). PyYAML follows YAML
+# 1.1, which reads "1e-3" and "5E-4" as strings and "010" as octal 8; _Loader reads them all as here.
 _NUMBER = re.compile(r"[+-]?(?:\d(?:_?\d)*(?:\.(?:\d(?:_?\d)*)?)?|\.\d(?:_?\d)*)(?:[eE][+-]?\d+)?")
 
 
@@ -112,6 +112,22 @@ def parse_number(text: str) -> int | float | None:
         return None
     plain = text.replace("_", "")
     return int(plain) if plain.lstrip("+-").isdigit() else float(plain)
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML whose plain scalars that look like numbers (``_NUMBER``) are decimal numbers."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("!number", _NUMBER, list("+-.0123456789"))
+_Loader.add_constructor("!number", lambda loader, node: parse_number(loader.construct_scalar(node)))
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: plain data only, never objects
 
 
 def _coerce(value: Any, typ: Any, key: str) -> Any:
@@ -126,8 +142,6 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
         if isinstance(value, bool):
             return value
         raise ValueError(f"config key {key!r} needs true/false, got {value!r}")
-    if isinstance(value, str) and typ in (int, float):
-        value = parse_number(value) if parse_number(value) is not None else value
     if typ is int:
         if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
             value = int(value)  # 1e3 or 2.0e+4 for a count
@@ -186,7 +200,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             raise ValueError(f"override {item!r} must look like key.sub=value")
         key, raw = item.split("=", 1)
         try:
-            dotted[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+            dotted[key.strip()] = _yaml(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
             raise ValueError(f"override {item!r}: cannot parse the value{_where(exc)}") from None
     return _nest(dotted)
@@ -210,7 +224,7 @@ def preset_path(name: str) -> Path:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = _yaml(path.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a YAML text file (not UTF-8)") from None
     except yaml.YAMLError as exc:
