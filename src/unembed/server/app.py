@@ -230,6 +230,8 @@ def _model_info(inv: Inverter) -> ModelInfo:
         strategies=list(STRATEGIES),
         default_strategy=cfg.sample.strategy,
         default_num_steps=cfg.sample.num_steps,
+        eos_id=cfg.model.eos_id,
+        pad_id=cfg.model.pad_id,
     )
 
 
