@@ -503,8 +503,7 @@ class _ResumableJsonl:
 
     def write(self, lines: list[str]) -> None:
         self.fh.write("".join(line + "\n" for line in lines))
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
+        self.fh.flush()  # a killed process keeps every flushed batch (no fsync: it cost 10x here)
 
     def finish(self) -> None:
         self.fh.close()
