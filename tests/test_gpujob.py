@@ -46,3 +46,20 @@ def test_pack_then_job_writes_loadable_float16_shards(tmp_path):
     assert inv.cfg.encoder.name == "minilm" and inv.cfg.train.data == ""
     assert isinstance(inv.invert(inv.encode(["The red dog walked to the park."]), num_steps=4)[0].text, str)
     assert json.loads((tmp_path / "out/job.json").read_text())["best"] == "rand-linear-lr1e-3"
+
+
+def test_a_run_without_validation_that_wrote_a_model_counts_as_a_success(tmp_path, fake_encoder):
+    """config tiny has eval_every=0: the job used to report 'every training run failed' after it."""
+    from unembed.config import load_config
+    from unembed.gpujob import _summary
+    from unembed.prepare import run_prepare
+    from unembed.train import train
+
+    (tmp_path / "s.txt").write_text("\n".join(f"Sentence {i} is about the red dog today." for i in range(40)) + "\n")
+    run_prepare(
+        str(tmp_path / "s.txt"), "fake", tmp_path / "data", seq_len=16, progress=False, encoder_obj=fake_encoder
+    )
+    cfg = load_config("tiny", overrides=[f"train.data={tmp_path / 'data'}", "encoder.name=fake", "train.max_steps=2"])
+    train(cfg, tmp_path / "run", progress=False)
+    assert _summary(tmp_path / "run", 0)["ok"]
+    assert not _summary(tmp_path / "run", 1)["ok"] and not _summary(tmp_path / "nothing", 0)["ok"]
