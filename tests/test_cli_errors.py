@@ -32,6 +32,9 @@ CASES = [
     # corpus
     (["corpus", "--source", "NOPE.txt", "--out", "OUT"], "not found"),
     (["corpus", "--source", "T", "--out", "DIR"], "is a folder"),
+    (["corpus", "--source", "DIR", "--out", "OUT"], "is a folder"),
+    (["corpus", "--source", "somewhere", "--out", "OUT"], "unknown corpus source 'somewhere'"),
+    (["corpus", "--source", "builtin:nosuch", "--out", "OUT"], "nosuch"),
     (["corpus", "--source", "T", "--out", "T"], "also the input"),
     (["corpus", "--source", "T", "--out", "F"], "--force"),
     (["corpus", "--source", "T", "--out", "F/sub/corpus.jsonl"], "is a file"),

@@ -330,8 +330,9 @@ def _texts_are_utf8(texts: list[str]) -> None:
 
 
 def _source_file(source: str, flag: str = "--source") -> None:
-    if source not in ("builtin", "c4"):
-        in_file(source, flag)
+    """corpus.documents names unknown sources and missing files; a folder it would call 'not found'."""
+    if Path(source).is_dir():
+        raise CliError(f"{flag} {source} is a folder; give builtin, builtin:NAME, c4 or a file")
 
 
 def _model_fits_data(model: str, data: str) -> None:
