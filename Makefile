@@ -34,7 +34,7 @@ lint: $(STAMP)
 
 corpus: $(STAMP)
 	$(BIN)/unembed fetch-corpus
-	$(BIN)/unembed corpus --source builtin --out data/corpus/builtin.jsonl
+	$(BIN)/unembed corpus --source builtin --out data/corpus/builtin.jsonl --force
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -136,3 +136,57 @@ def test_api_docs_render_offline(browser, site):
     assert "unembed" in page.locator(".info .title").inner_text()
     assert outside == [] and errors == []
     context.close()
+
+
+def test_the_result_panel_credits_words_out_of_order_and_explains_every_colour(page, site):
+    """The issue's example: 'today, a lovely of of the weather.' recovers 4 of the 5 words; the old
+    panel struck 'lovely' and 'today' as lost because they came out of order."""
+    _, inv = site
+    page.fill("#text", "The weather is lovely today.")
+    page.click("#invert")
+    page.wait_for_selector('#final-text[data-state="done"]', timeout=30_000)
+    label = page.inner_text("#step-label")
+    assert label.startswith(f"Step {inv.cfg.sample.num_steps} of {inv.cfg.sample.num_steps} · t = 0 ·"), label
+    assert "Words recovered:" in page.inner_text("#word-summary")
+    # The decoder's EOS and padding are labelled as such, wherever the (random) model put them.
+    ids = page.evaluate("state.steps[state.steps.length - 1].ids")
+    cells = page.locator("#grid .cell")
+    eos = inv.cfg.model.eos_id
+    first_eos = ids.index(eos) if eos in ids else -1
+    for i, tok in enumerate(ids):
+        text = cells.nth(i).locator(".tok").inner_text()
+        if i == first_eos:
+            assert text == "END" and "eos" in cells.nth(i).get_attribute("class")
+        elif tok in (eos, inv.cfg.model.pad_id):
+            assert text == "pad" and "pad" in cells.nth(i).get_attribute("class")
+        else:
+            assert text not in ("END", "pad", "[SEP]", "[PAD]")
+    # Render a known reconstruction through the page's own code.
+    page.evaluate(
+        """() => { state.original = "The weather is lovely today.";
+                   state.final = {...state.final, text: "today, a lovely of of the weather."}; showFinal(); }"""
+    )
+    cls = page.eval_on_selector_all("#original-text span", "els => els.map(e => e.className)")
+    assert cls == ["same", "same", "del", "same", "same"]  # The weather [is] lovely today
+    recon = page.eval_on_selector_all("#final-text span", "els => els.map(e => e.className)")
+    assert recon == ["same", "ins", "same", "ins", "ins", "same", "same"]
+    order = page.eval_on_selector_all("#order-text span", "els => els.map(e => e.className)")
+    assert order == ["same", "same", "del", "moved", "moved"]
+    assert "4 of 5 anywhere" in page.inner_text("#word-summary")
+    assert "2 of 5 in the original order" in page.inner_text("#word-summary")
+    legend = page.inner_text("#result-legend") + page.inner_text("#denoise-panel .legend")
+    for words in ("recovered", "out of order", "not recovered", "not in the original", "end of sentence", "padding"):
+        assert words in legend
+    used = set(cls + recon + order)
+    shown = set(page.eval_on_selector_all("#result-legend .word-swatch", "els => els.map(e => e.classList[1])"))
+    assert used <= shown  # every colour on the panel has a legend entry
+    assert page.errors == []
+
+
+def test_a_fractional_step_count_is_refused_on_the_page(page):
+    page.fill("#text", "The weather is lovely today.")
+    page.fill("#steps", "2.5")
+    page.click("#invert")
+    status = page.locator("#status")
+    assert "whole number" in status.inner_text() and "error" in (status.get_attribute("class") or "")
+    assert page.errors == []

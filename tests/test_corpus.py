@@ -510,3 +510,13 @@ def test_c4_local_json_through_the_streaming_path(tmp_path):
     ]
     with pytest.raises(ValueError, match="not found"):
         list(corpus.c4_documents(data_files=tmp_path / "missing.json"))
+
+
+def test_a_failed_corpus_leaves_no_temporary_file(tmp_path):
+    bad = tmp_path / "docs.jsonl"
+    good = json.dumps({"text": TEXTS[0]})
+    bad.write_text(good + "\n" + good.replace(TEXTS[0], TEXTS[1]) + "\n" + '{"body": "no text"}\n')
+    out = tmp_path / "out" / "corpus.jsonl"
+    with pytest.raises(ValueError, match="docs.jsonl:3"):
+        corpus.write_corpus(str(bad), out)
+    assert not out.exists() and list(out.parent.iterdir()) == []

@@ -18,7 +18,8 @@ FILES = ("manifest.json", "texts.jsonl", "ids.npy", "vectors.npy", "split.npy", 
 
 
 class HashEncoder:
-    """Deterministic: each text's vector comes from its sha256 alone. fail_after: raise on that call."""
+    """Deterministic: each text's vector comes from its sha256 alone. fail_after: on that call,
+    stop as a killed run does (KeyboardInterrupt: a crash before the first chunk is cleaned up)."""
 
     name, source, pooling, dim = "fake", "fake-weights", "mean", 8
     weights_sha256 = "0" * 64
@@ -31,7 +32,7 @@ class HashEncoder:
 
     def encode(self, texts):
         if self.fail_after is not None and self.calls >= self.fail_after:
-            raise RuntimeError("killed")
+            raise KeyboardInterrupt("killed")
         self.calls += 1
         self.texts_seen += len(texts)
         rows = [np.frombuffer(hashlib.sha256(t.encode()).digest()[: self.dim], np.uint8) for t in texts]
@@ -119,7 +120,7 @@ def test_float32_vectors(source_file, tmp_path, minilm_tokenizer):
 def test_resume_after_kill_is_byte_identical(source_file, tmp_path, minilm_tokenizer, fail_after):
     _prepare(source_file, tmp_path / "whole", minilm_tokenizer)
     killed = tmp_path / "killed"
-    with pytest.raises(RuntimeError, match="killed"):
+    with pytest.raises(KeyboardInterrupt, match="killed"):
         _prepare(source_file, killed, minilm_tokenizer, encoder_obj=HashEncoder(minilm_tokenizer, fail_after))
     done = json.loads((killed / "progress.json").read_text())["chunks_done"]
     assert done == fail_after // 4  # 4 batches of 5 per chunk of 16 rows
@@ -160,7 +161,7 @@ def test_finished_run_returns_at_once(source_file, tmp_path, minilm_tokenizer):
 
 def test_other_arguments_or_encoder_into_used_folder(source_file, tmp_path, minilm_tokenizer):
     out = tmp_path / "out"
-    with pytest.raises(RuntimeError):
+    with pytest.raises(KeyboardInterrupt):
         _prepare(source_file, out, minilm_tokenizer, encoder_obj=HashEncoder(minilm_tokenizer, 5))
     with pytest.raises(ValueError, match="seq_len 16 -> 24"):
         run_prepare(
@@ -255,3 +256,43 @@ def test_real_minilm_end_to_end(source_file, tmp_path):
     expected = enc.encode(data.texts(range(12)))
     cos = (np.asarray(data.vectors, np.float32) * expected).sum(1)
     assert cos.min() > 0.999
+
+
+class BrokenEncoder(HashEncoder):
+    """An encoder that fails on its first batch (a bug or a bad device, not a kill)."""
+
+    def encode(self, texts):
+        raise RuntimeError("encoder broke")
+
+
+def test_failure_before_the_first_chunk_leaves_nothing_that_refuses_the_fix(source_file, tmp_path, minilm_tokenizer):
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="encoder broke"):
+        _prepare(source_file, out, minilm_tokenizer, encoder_obj=BrokenEncoder(minilm_tokenizer))
+    assert not out.exists()
+    with pytest.raises(ValueError):  # an unknown encoder (loaded by name) fails the same way
+        run_prepare(str(source_file), "no/such-encoder-here", out, seq_len=16, progress=False)
+    assert not out.exists()
+    junk = tmp_path / "junk.txt"
+    junk.write_text("no\n<html>\n")
+    with pytest.raises(ValueError, match="empty corpus"):
+        _prepare(junk, out, minilm_tokenizer)
+    assert not out.exists()
+    fixed = run_prepare(
+        str(source_file), "fake", out, seq_len=24, progress=False, encoder_obj=HashEncoder(minilm_tokenizer)
+    )
+    assert fixed["complete"] and fixed["seq_len"] == 24
+
+
+def test_a_source_changed_between_kill_and_resume_is_refused(tmp_path, minilm_tokenizer, source_file):
+    source = tmp_path / "s.txt"
+    source.write_bytes(source_file.read_bytes())
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        _prepare(source, out, minilm_tokenizer, encoder_obj=HashEncoder(minilm_tokenizer, 5))
+    original = source.read_bytes()
+    source.write_bytes(original.replace(b"cold winter", b"warm summer"))  # same size, other bytes
+    with pytest.raises(ValueError, match="changed since"):
+        _prepare(source, out, minilm_tokenizer)
+    source.write_bytes(original)
+    assert _prepare(source, out, minilm_tokenizer)["complete"]

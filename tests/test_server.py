@@ -120,6 +120,8 @@ def test_health_and_models(server, inverter):
         "strategies": list(STRATEGIES),
         "default_strategy": inverter.cfg.sample.strategy,
         "default_num_steps": inverter.cfg.sample.num_steps,
+        "eos_id": inverter.cfg.model.eos_id,
+        "pad_id": inverter.cfg.model.pad_id,
     }
 
 

@@ -189,3 +189,59 @@ def test_timed_validation_and_deadline(tmp_path, data_dir):
     late = Trainer(cfg_for(data_dir, "train.max_steps=100000"), tmp_path / "b", progress=False, deadline=time.time())
     late.run()
     assert late.step == 0 and (tmp_path / "b/model.safetensors").is_file()
+
+
+def _cli_train(data_dir, out, *extra):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[1] / "src"))
+    args = ["--config", "tiny", "--out", str(out), "--no-progress", f"train.data={data_dir}", "encoder.name=fake"]
+    cmd = [sys.executable, "-m", "unembed.cli", "train", *args, *extra]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _log_steps(path: Path) -> list[int]:
+    import json
+
+    return [json.loads(line)["train_step"] for line in path.read_text().splitlines() if "loss" in line]
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGKILL"])
+def test_a_signalled_run_keeps_its_steps_and_resumes_with_one_log_row_per_step(tmp_path, data_dir, sig):
+    """A real `unembed train` process is signalled mid-run: SIGINT/SIGTERM save the current step,
+    SIGKILL loses only the steps since the last save; the resumed log has every step exactly once."""
+    import json
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    extra = ["train.max_steps=100000", "train.log_every=1", "train.save_every=25"]
+    proc = _cli_train(data_dir, out, *extra)
+    deadline = time.time() + 240
+    while not ((out / "log.jsonl").is_file() and len(_log_steps(out / "log.jsonl")) >= 30):
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+        time.sleep(0.2)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=120)
+    saved = json.loads((out / "state/state.json").read_text())["step"]
+    logged = _log_steps(out / "log.jsonl")
+    if sig == "SIGKILL":
+        assert proc.returncode == -signal.SIGKILL and saved % 25 == 0 and saved < logged[-1]
+    else:
+        assert proc.returncode == 128 + getattr(signal, sig)
+        assert saved == logged[-1] >= 30  # every finished step was kept
+        assert err.strip().splitlines()[-1].startswith(f"unembed train: {sig}: saved train_step {saved}")
+    resumed = _cli_train(data_dir, out, *extra, "--stop-at", str(saved + 3))
+    _, err = resumed.communicate(timeout=240)
+    assert resumed.returncode == 0, err
+    assert _log_steps(out / "log.jsonl") == list(range(1, saved + 4))
+
+
+def test_save_every_zero_warns_that_a_crash_restarts(tmp_path, data_dir, caplog):
+    train(
+        cfg_for(data_dir, "train.save_every=0", "train.eval_every=0", "train.max_steps=2"),
+        tmp_path / "a",
+        progress=False,
+    )
+    assert "save_every=0" in caplog.text and "restarts from step 0" in caplog.text
+    caplog.clear()
+    train(cfg_for(data_dir, "train.max_steps=2"), tmp_path / "b", progress=False)
+    assert "save_every=0" not in caplog.text

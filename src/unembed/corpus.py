@@ -970,11 +970,16 @@ def write_corpus(source: str, out_path: str | Path, limit: int | None = None, *,
     by_source: Counter[str] = Counter()
     by_split: Counter[str] = Counter()
     tmp = out_path.with_name(out_path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for name, sentence in iter_sentences(source, limit, skip_missing=skip_missing):
-            fh.write(json.dumps({"text": sentence, "source": name}, ensure_ascii=False) + "\n")
-            by_source[name] += 1
-            by_split[split_of(sentence)] += 1
+    sentences = iter_sentences(source, limit, skip_missing=skip_missing)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for name, sentence in sentences:
+                fh.write(json.dumps({"text": sentence, "source": name}, ensure_ascii=False) + "\n")
+                by_source[name] += 1
+                by_split[split_of(sentence)] += 1
+    except BaseException:  # a bad source record, no network, Ctrl-C: no half-written file is left
+        tmp.unlink(missing_ok=True)
+        raise
     total = sum(by_source.values())
     if total == 0:
         tmp.unlink()

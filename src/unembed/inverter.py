@@ -24,6 +24,7 @@ from numpy.typing import ArrayLike
 
 from .checkpoint import load_model
 from .config import Config
+from .devices import check_device
 from .length import predict_lengths
 from .metrics import cosine, token_accuracy_per_row
 from .sampling import STRATEGIES, StepState, denoise, final
@@ -104,6 +105,7 @@ class Inverter:
     @classmethod
     def load(cls, name: str = "default", device: str = "cpu", encoder: Encoder | None = None) -> Inverter:
         """A model by name (see :func:`models_path`) or folder; ``encoder`` replaces the model's own."""
+        check_device(device)
         folder = resolve_model_dir(name)
         cfg, model = load_model(folder, device)
         if encoder is None:
@@ -184,7 +186,7 @@ class Inverter:
         strategy = strategy or sa.strategy
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
-        num_steps = num_steps or sa.num_steps
+        num_steps = sa.num_steps if num_steps is None else num_steps  # 0 is an error, not the default
         if not 1 <= num_steps <= self.cfg.model.seq_len:
             raise ValueError(f"steps must be between 1 and {self.cfg.model.seq_len}, got {num_steps}")
         mode = self.length_mode(length)

@@ -18,6 +18,7 @@ same batches, so the files of a resumed run are byte-identical to an uninterrupt
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import mmap
@@ -112,6 +113,41 @@ def _claim(out: Path, args: dict) -> dict:
     progress = {"args": args, "stage": "texts", "chunks_done": 0}
     _write_json(progress_path, progress)
     return progress
+
+
+def _source_fingerprint(source: str) -> dict | None:
+    """Size and sha256 of a file source (None for builtin/c4): a resume must read the same file."""
+    path = Path(source)
+    if source in ("builtin", "c4") or not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def _check_same_source(out: Path, state: dict, source: str) -> None:
+    recorded, now = state.get("source_file"), _source_fingerprint(source)
+    if recorded is not None and recorded != now:
+        size = now["size"] if now else "missing"
+        raise ValueError(
+            f"source {source} changed since {out} was started (size {recorded['size']} -> {size}, "
+            "or its sha256): restore the original file or use another --out"
+        )
+
+
+OWN_FILES = ("progress.json", "manifest.json", "texts.jsonl", "ids.npy", "split.npy", "vectors.npy")
+
+
+def _remove_unfinished(out: Path) -> None:
+    """After a failure before any chunk was embedded: remove what this preparation wrote, so the
+    corrected command starts afresh instead of meeting 'made with other arguments'."""
+    for name in OWN_FILES:
+        for path in (out / name, out / f"{name}.tmp"):
+            path.unlink(missing_ok=True)
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,9 +376,29 @@ def run_prepare(
     }
     _check_args(args)
     corpus.documents(source, skip_missing)  # fail on a bad or missing source before creating anything
+    if encoder_obj is None:
+        from unembed.devices import check_device
+
+        check_device(device)
+    fresh = not (out / "progress.json").is_file()
     state = _claim(out, args)
     if state["stage"] == "done":
         return _read_json(out / "manifest.json")
+    if fresh:
+        state["source_file"] = _source_fingerprint(source)
+        _write_json(out / "progress.json", state)
+    else:
+        _check_same_source(out, state, source)
+    try:
+        return _run(out, args, state, encoder_obj, device, progress)
+    except Exception:
+        if state["chunks_done"] == 0:
+            _remove_unfinished(out)
+        raise
+
+
+def _run(out: Path, args: dict, state: dict, encoder_obj, device: str, progress: bool) -> dict:
+    encoder, batch_size, seq_len = args["encoder"], args["batch_size"], args["seq_len"]
     if encoder_obj is None:
         from unembed.encoders import load_encoder
 

@@ -10,6 +10,8 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -198,6 +200,52 @@ def _init_from_model(model: Denoiser, cfg: Config) -> None:
     if unexpected or any(not k.startswith("length_mlp.") for k in missing):
         raise ValueError(f"train.init_from={cfg.train.init_from}: weights do not fit (missing {missing[:3]})")
     log.info("initialised from %s (%d tensors left at init)", folder, len(missing))
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM stopped training after a checkpoint was written; ``signum`` says which."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+class _StopOnSignal:
+    """While active, the first SIGINT/SIGTERM only sets ``signum`` (the loop saves and stops after
+    the current step); a second one interrupts at once. Main thread only (signals need it)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict = {}
+
+    def start(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("%s: saving a checkpoint after this step (again to quit at once)", signal.Signals(signum).name)
+
+    def restore(self) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Drop log rows written after the checkpoint being resumed: one row per step, no repeats."""
+    if not path.is_file():
+        return
+    rows = path.read_text().splitlines(keepends=True)
+    keep = [r for r in rows if r.strip() and json.loads(r).get("train_step", 0) <= step]
+    if len(keep) != len(rows):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(keep))
+        os.replace(tmp, path)
 
 
 # ---- the loop ----------------------------------------------------------------------------------
@@ -395,9 +443,13 @@ class Trainer:
             p = max(p, self.elapsed / (60 * tc.max_minutes))
         return p
 
-    def finished(self, stop_at: int | None) -> bool:
+    def finished(self, stop_at: int | None, signalled: bool = False) -> bool:
         tc = self.cfg.train
-        if self.step >= tc.max_steps or (stop_at is not None and self.step >= stop_at):
+        if self.world > 1:  # every rank must stop at the same step, or DDP hangs
+            flag = torch.tensor([float(signalled)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            signalled = bool(flag.item())
+        if signalled or self.step >= tc.max_steps or (stop_at is not None and self.step >= stop_at):
             return True
         past_deadline = self.deadline is not None and time.time() >= self.deadline
         if self.world > 1 and (tc.max_minutes > 0 or tc.eval_minutes > 0 or self.deadline is not None):
@@ -490,13 +542,18 @@ class Trainer:
     def run(self, stop_at: int | None = None) -> dict[str, Any]:
         tc = self.cfg.train
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            _trim_log(self.out / "log.jsonl", self.step)
+            if tc.save_every == 0 and self.step < tc.max_steps:
+                log.warning("train.save_every=0: no checkpoint before the end, so a crash restarts from step 0")
         logf = open(self.out / "log.jsonl", "a") if self.rank == 0 else None
         bar = _bar(self, tc.max_steps) if self.progress else None
         last: dict[str, Any] = {}
         window = StatsWindow(self.device)  # step stats summed on the device between two logs
         t0, seen0, tick, evaluated_at = time.time(), self.step, time.time(), None
+        stop = _StopOnSignal().start()
         try:
-            while not self.finished(stop_at):
+            while not self.finished(stop_at, stop.signum is not None):
                 window.add(*self.train_step())
                 now = time.time()
                 self.elapsed += now - tick
@@ -512,6 +569,7 @@ class Trainer:
                     self.save()
                 tick = time.time()  # validation and saving do not count against max_minutes
         finally:
+            stop.restore()
             if bar is not None:
                 bar.close()
         if window.steps:
@@ -519,6 +577,12 @@ class Trainer:
                 **self._log(window, logf, bar, t0, seen0),
                 **{k: v for k, v in last.items() if k.startswith("val_")},
             }
+        if stop.signum is not None:
+            self.save()
+            if logf:
+                logf.close()
+            name = signal.Signals(stop.signum).name
+            raise Interrupted(f"{name}: saved train_step {self.step} in {self.out}; rerun to resume", stop.signum)
         if (tc.eval_every or tc.eval_minutes > 0) and evaluated_at != self.step:
             last.update(self._evaluate_and_keep(logf))
         self.save()

@@ -256,6 +256,8 @@ def _model_info(inv: Inverter) -> ModelInfo:
         strategies=list(STRATEGIES),
         default_strategy=cfg.sample.strategy,
         default_num_steps=cfg.sample.num_steps,
+        eos_id=cfg.model.eos_id,
+        pad_id=cfg.model.pad_id,
     )
 
 
@@ -436,19 +438,43 @@ def load_inverters(models: Sequence[str], device: str = "cpu") -> dict[str, Inve
 def serve(
     models: Sequence[str] = ("default",), host: str = "127.0.0.1", port: int = 8080, device: str = "cpu", **limits
 ) -> None:
-    """Load the models and serve the API and page with uvicorn until interrupted."""
+    """Load the models and serve the API and page with uvicorn until interrupted.
+
+    The port is taken first: a port in use is a ValueError before any model loads or URL is shown."""
     import uvicorn
 
     log.setLevel(min(log.getEffectiveLevel(), logging.INFO))
-    inverters = load_inverters(models, device)
-    if host in LOOPBACK:
-        limits.setdefault("allowed_hosts", LOOPBACK_HOSTS)
-    app = create_app(inverters, **limits)
-    if host not in LOOPBACK:
-        log.warning("listening on %s: the API is reachable from other machines", host)
-    shown = f"[{host}]" if ":" in host else host
-    log.info("serving %s on http://%s:%d/ (API docs at /docs)", ", ".join(inverters), shown, port)
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, timeout_graceful_shutdown=5)
+    sock = listen_socket(host, port)
+    try:
+        inverters = load_inverters(models, device)
+        if host in LOOPBACK:
+            limits.setdefault("allowed_hosts", LOOPBACK_HOSTS)
+        app = create_app(inverters, **limits)
+        if host not in LOOPBACK:
+            log.warning("listening on %s: the API is reachable from other machines", host)
+        shown = f"[{host}]" if ":" in host else host
+        server = uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=False, timeout_graceful_shutdown=5))
+        log.info("serving %s on http://%s:%d/ (API docs at /docs)", ", ".join(inverters), shown, port)
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port); ValueError naming the address when that fails (in use)."""
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be 0..65535, got {port}")
+    try:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ValueError(f"cannot open a socket for {host}: {exc.strerror or exc}") from None
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # reuse TIME_WAIT, never a listening port
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
 
 
 @contextmanager
@@ -456,9 +482,7 @@ def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0, timeout_s: floa
     """Run ``app`` with uvicorn on a background thread; yields its base URL (a free port by default)."""
     import uvicorn
 
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    sock = listen_socket(host, port)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
     thread.start()

@@ -123,6 +123,8 @@ class ModelInfo(BaseModel):
     strategies: list[str]
     default_strategy: str
     default_num_steps: int
+    eos_id: int = Field(description="the end-of-sentence token id (the page shows it as END)")
+    pad_id: int = Field(description="the padding token id (positions after the end)")
 
 
 class ModelsResponse(BaseModel):

@@ -94,8 +94,8 @@ function applyModel() {
 
 function inversionOptions() {
   const m = currentModel();
-  const steps = parseInt($("steps").value, 10);
-  const seed = parseInt($("seed").value, 10);
+  const steps = Number($("steps").value); // Number, not parseInt: "2.5" is refused, not read as 2
+  const seed = Number($("seed").value);
   if (!Number.isInteger(steps) || steps < 1 || steps > m.seq_len) {
     throw new Error(`Steps must be a whole number from 1 to ${m.seq_len}.`);
   }
@@ -182,25 +182,40 @@ function confidenceColour(c) {
   return `hsl(${Math.round(120 * Math.max(0, Math.min(1, c)))}, 65%, 80%)`;
 }
 
+// What a revealed position holds: the end-of-sentence token, padding after it, or a word piece.
+function special(ids, i, m) {
+  if (i === ids.indexOf(m.eos_id)) return "eos";
+  if (ids[i] === m.pad_id || ids[i] === m.eos_id) return "pad"; // a later EOS pads too (pad = eos in some tokenizers)
+  return "";
+}
+
 function drawStep(index) {
   const ev = state.steps[index];
   const grid = $("grid");
   if (!ev) return;
+  const m = currentModel();
   if (grid.children.length !== ev.tokens.length) buildGrid(ev.tokens.length);
   ev.tokens.forEach((token, i) => {
     const cell = grid.children[i];
     const kind = ev.states[i];
     const conf = ev.confidence[i];
-    cell.className = `cell ${kind}`;
-    cell.querySelector(".tok").textContent = kind === "masked" || kind === "remasked" ? "[MASK]" : token;
-    cell.style.backgroundColor = kind === "masked" || kind === "remasked" ? "" : confidenceColour(conf);
+    const hidden = kind === "masked" || kind === "remasked";
+    const sp = hidden ? "" : special(ev.ids, i, m);
+    cell.className = `cell ${kind}${sp ? ` ${sp}` : ""}`;
+    cell.querySelector(".tok").textContent = hidden ? "[MASK]" : sp === "eos" ? "END" : sp === "pad" ? "pad" : token;
+    cell.style.backgroundColor = hidden || sp ? "" : confidenceColour(conf);
     cell.querySelector(".bar").style.width = `${Math.round(100 * conf)}%`;
-    cell.title = `position ${i}: ${kind}, confidence ${conf.toFixed(3)}`;
+    const what = sp === "eos" ? `end of sentence (${token})` : sp === "pad" ? `padding after the end (${token})` : token;
+    cell.title = `position ${i}: ${hidden ? kind : `${kind}, ${what}`}, confidence ${conf.toFixed(3)}`;
   });
   grid.dataset.step = String(ev.step);
   const counts = ev.states.reduce((acc, k) => ((acc[k] = (acc[k] || 0) + 1), acc), {});
+  // The grid shows the state after this pass: its noise level is the next pass's t, and 0 after the last.
+  const next = state.steps[index + 1];
+  const after = ev.step === ev.num_steps ? 0 : next ? next.t : null;
+  const level = after === null ? `pass at t = ${ev.t.toFixed(3)}` : `t = ${after === 0 ? "0" : after.toFixed(3)}`;
   $("step-label").textContent =
-    `Step ${ev.step} of ${ev.num_steps} · t = ${ev.t.toFixed(3)} · ` +
+    `Step ${ev.step} of ${ev.num_steps} · ${level} · ` +
     `${counts.new || 0} new, ${counts.kept || 0} kept, ${counts.masked || 0} masked` +
     (counts.remasked ? `, ${counts.remasked} re-masked` : "") + ` · ${ev.elapsed_ms.toFixed(1)} ms`;
   const slider = $("slider");
@@ -220,6 +235,8 @@ function resetRun() {
   $("final-text").replaceChildren();
   $("final-text").dataset.state = "running";
   $("original-text").replaceChildren();
+  $("order-text").replaceChildren();
+  $("word-summary").textContent = "";
   $("metrics").textContent = "";
   buildGrid(currentModel().seq_len);
 }
@@ -275,11 +292,26 @@ function lcsMarks(a, b) {
   return [inA, inB];
 }
 
-function renderWords(target, list, shared, missingClass) {
+// Bag of words: a word counts as recovered wherever it appears (each occurrence credits one).
+// Today's decoders often recover the words of a sentence out of order, and that is still a leak.
+function bagMarks(a, b) {
+  const credit = (words, pool) => {
+    const left = new Map();
+    pool.forEach((w) => left.set(norm(w), (left.get(norm(w)) || 0) + 1));
+    return words.map((w) => {
+      const n = left.get(norm(w)) || 0;
+      if (n > 0) left.set(norm(w), n - 1);
+      return n > 0;
+    });
+  };
+  return [credit(a, b), credit(b, a)];
+}
+
+function renderWords(target, list, classes) {
   const nodes = [];
   list.forEach((word, i) => {
     if (i > 0) nodes.push(document.createTextNode(" "));
-    nodes.push(el("span", shared[i] ? "same" : missingClass, word));
+    nodes.push(el("span", classes[i], word));
   });
   target.replaceChildren(...nodes);
 }
@@ -289,12 +321,22 @@ function showFinal() {
   const original = words(state.original);
   const recon = words(f.text);
   if (f.input_text !== null) {
-    const [inA, inB] = lcsMarks(original, recon);
-    renderWords($("original-text"), original, inA, "del");
-    renderWords($("final-text"), recon, inB, "ins");
+    const [foundA, foundB] = bagMarks(original, recon);
+    const [orderA] = lcsMarks(original, recon);
+    renderWords($("original-text"), original, foundA.map((ok) => (ok ? "same" : "del")));
+    renderWords($("final-text"), recon, foundB.map((ok) => (ok ? "same" : "ins")));
+    renderWords($("order-text"), original, orderA.map((inOrder, i) => (inOrder ? "same" : foundA[i] ? "moved" : "del")));
+    const n = original.length;
+    const anywhere = foundA.filter(Boolean).length;
+    const inOrder = orderA.filter(Boolean).length;
+    $("word-summary").textContent =
+      `Words recovered: ${anywhere} of ${n} anywhere in the reconstruction (bag of words), ` +
+      `${inOrder} of ${n} in the original order.`;
   } else {
     $("original-text").textContent = "(a pasted vector: no original text)";
     $("final-text").textContent = f.text;
+    $("order-text").replaceChildren();
+    $("word-summary").textContent = "";
   }
   if (!f.text) $("final-text").textContent = "(empty)";
   $("final-text").dataset.state = "done";
