@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import FakeEncoder, make_model_dir
-from unembed import audit
+from unembed import audit, stores
 
 TEXTS = [
     "The weather is lovely today.",
@@ -101,12 +101,12 @@ def test_jsonl_without_ids_numbers_records(tmp_path, model_dir, enc, vectors):
     assert [r["id"] for r in read_records(tmp_path / "out")] == [0, 1, 2]
 
 
-def test_iter_vectors_chunks_skip_and_limit(tmp_path, vectors):
+def test_iter_chunks_skip_and_limit(tmp_path, vectors):
     for suffix in (".npy", ".jsonl", ".parquet"):
         p = write_vectors(tmp_path / f"v{suffix}", vectors)
-        chunks = list(audit.iter_vectors(p, chunk=4, limit=9, skip=4))
-        assert [len(ids) for ids, _ in chunks] == [4, 1]
-        np.testing.assert_allclose(np.concatenate([v for _, v in chunks]), vectors[4:9], rtol=1e-6)
+        chunks = list(stores.iter_chunks(stores.open_source(p), size=4, limit=9, skip=4))
+        assert [len(c.ids) for c in chunks] == [4, 1]
+        np.testing.assert_allclose(np.concatenate([c.vectors for c in chunks]), vectors[4:9], rtol=1e-6)
 
 
 # ---- records and report ----------------------------------------------------------------------------

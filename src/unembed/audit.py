@@ -1,15 +1,15 @@
 """Audit a vector store dump: invert every vector, score each record's exposure, write a report.
 
-Input VECTORS is one of
+Input SOURCE is a vectors file (``.npy``, ``.jsonl``, ``.parquet``) or a vector store URI
+(``chroma://``, ``lancedb://``, ``qdrant://``, ``qdrant+http://``, ``faiss://``, ``postgresql://``,
+``milvus-lite://``); ``unembed.stores`` reads them all, one chunk at a time, and validates every
+record before any inversion.
 
-* ``.npy``: float [N, D]; record ids are the row numbers 0..N-1;
-* ``.jsonl``: one JSON object a line with ``embedding`` (list of numbers) and ``id`` (any JSON
-  scalar; the line's record number when absent); blank lines are skipped;
-* ``.parquet``: an ``embedding`` list column and an optional ``id`` column.
-
-REF (optional) holds the true texts: ``.jsonl`` with ``id`` and ``text`` (ids are matched by their
-string form, so ``5`` and ``"5"`` are the same record), or ``.txt`` with one non-blank line per
-record in row order (blank lines are dropped, as ``evaluate.read_text_file`` does).
+The true texts come from REF, when given: ``.jsonl`` with ``id`` and ``text`` (ids are matched by
+their string form, so ``5`` and ``"5"`` are the same record), or ``.txt`` with one non-blank line
+per record in row order (blank lines are dropped, as ``evaluate.read_text_file`` does). Without
+REF, the texts stored beside the vectors (a store's documents, a file's ``text`` field) are the
+references when every record has one; ``no_texts`` ignores them.
 
 **Risk score.** The decoder's own belief that it has recovered the text: the mean probability it
 gave the tokens it committed (``Inversion.confidence``), over the positions of the predicted
@@ -42,7 +42,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,11 +62,10 @@ from .metrics import (
 )
 from .prepare import _read_json, _write_json
 from .sampling import STRATEGIES
+from .stores import CHUNK_SIZE, Chunk, Scan, Source, iter_chunks, open_source, scan
 
 log = logging.getLogger(__name__)
 
-FORMATS = (".npy", ".jsonl", ".parquet")
-CHUNK_SIZE = 1024
 TOP_N = 20
 RISK_EDGES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 ACCURACY_LEVELS = (0.25, 0.5, 0.75, 1.0)
@@ -78,141 +77,7 @@ RISK_DEFINITION = (
 )
 
 
-# ---- reading vectors --------------------------------------------------------------------------
-
-
-def _check_path(path: str | Path) -> Path:
-    p = Path(path)
-    if p.suffix not in FORMATS:
-        raise ValueError(f"unsupported vectors file {p.name} (use {', '.join(FORMATS)})")
-    if not p.is_file():
-        raise ValueError(f"vectors file not found: {path}")
-    return p
-
-
-def _npy_chunks(p: Path, chunk: int) -> Iterator[tuple[list, np.ndarray]]:
-    try:
-        arr = np.load(p, mmap_mode="r", allow_pickle=False)
-    except ValueError as exc:
-        raise ValueError(f"{p.name}: cannot read as a numeric .npy array ({str(exc).splitlines()[0]})") from None
-    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
-        raise ValueError(f"{p.name}: need a numeric [N, D] array, got {arr.dtype} shape {list(arr.shape)}")
-    for i in range(0, arr.shape[0], chunk):
-        yield list(range(i, min(i + chunk, arr.shape[0]))), np.asarray(arr[i : i + chunk], dtype=np.float32)
-
-
-def _jsonl_chunks(p: Path, chunk: int) -> Iterator[tuple[list, np.ndarray]]:
-    ids: list = []
-    rows: list[list[float]] = []
-    dim, count = None, 0
-    with open(p, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                row = [float(x) for x in rec["embedding"]]
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                raise ValueError(f"{p.name}:{n}: need a JSON object with an 'embedding' list of numbers") from None
-            if dim is not None and len(row) != dim:
-                raise ValueError(f"{p.name}:{n}: embedding has {len(row)} values, earlier ones {dim}")
-            dim = len(row)
-            ids.append(rec.get("id", count))
-            count += 1
-            rows.append(row)
-            if len(rows) == chunk:
-                yield ids, np.array(rows, dtype=np.float32)
-                ids, rows = [], []
-    if rows:
-        yield ids, np.array(rows, dtype=np.float32)
-
-
-def _parquet_chunks(p: Path, chunk: int) -> Iterator[tuple[list, np.ndarray]]:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    try:
-        pf = pq.ParquetFile(p)
-    except (pa.ArrowException, OSError) as exc:
-        raise ValueError(f"{p.name}: not a readable parquet file ({str(exc).splitlines()[0]})") from None
-    names = pf.schema_arrow.names
-    if "embedding" not in names:
-        raise ValueError(f"{p.name}: no 'embedding' column (columns: {', '.join(names)})")
-    columns = ["embedding"] + (["id"] if "id" in names else [])
-    start = 0
-    for batch in pf.iter_batches(batch_size=chunk, columns=columns):
-        emb = batch.column("embedding")
-        t = emb.type
-        if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)) or not (
-            pa.types.is_integer(t.value_type) or pa.types.is_floating(t.value_type)
-        ):
-            raise ValueError(f"{p.name}: column 'embedding' must be a list of numbers, got {t}")
-        lengths = pc.list_value_length(emb).to_numpy(zero_copy_only=False)
-        if emb.null_count or len(set(lengths.tolist())) > 1:
-            raise ValueError(f"{p.name}: 'embedding' has null or different-length rows near row {start}")
-        vecs = emb.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(batch), -1)
-        ids = batch.column("id").to_pylist() if "id" in columns else list(range(start, start + len(batch)))
-        start += len(batch)
-        yield ids, vecs
-
-
-def iter_vectors(path: str | Path, chunk: int = CHUNK_SIZE, limit: int | None = None, skip: int = 0):
-    """Yield (ids, float32 [b, D]) chunks of at most ``chunk`` records of a VECTORS file, records
-    ``skip`` .. ``limit``-1. Values are not validated here (``scan_vectors`` does that)."""
-    p = _check_path(path)
-    reader = {".npy": _npy_chunks, ".jsonl": _jsonl_chunks, ".parquet": _parquet_chunks}[p.suffix]
-    seen = 0
-    buf_ids: list = []
-    bufs: list[np.ndarray] = []
-    for ids, vecs in reader(p, chunk):
-        lo, hi = seen, seen + len(ids)
-        seen = hi
-        if limit is not None:
-            hi = min(hi, limit)
-        keep = slice(max(skip - lo, 0), max(hi - lo, 0))
-        buf_ids += ids[keep]
-        bufs.append(vecs[keep])
-        if len(buf_ids) >= chunk:  # re-cut so every chunk but the last holds exactly ``chunk`` records
-            allv = np.concatenate(bufs)
-            while len(buf_ids) >= chunk:
-                yield buf_ids[:chunk], allv[:chunk]
-                buf_ids, allv = buf_ids[chunk:], allv[chunk:]
-            bufs = [allv]
-        if limit is not None and seen >= limit:
-            break
-    if buf_ids:
-        yield buf_ids, np.concatenate(bufs)
-
-
-def scan_vectors(path: str | Path, dim: int, model: str, limit: int | None = None) -> list:
-    """Validate every record before any inversion; returns the record ids in order.
-
-    ValueError (one line) for a wrong dimension, NaN/inf, an all-zero vector, a duplicate id, an id
-    that is not a JSON scalar, or an empty file.
-    """
-    name = Path(path).name
-    ids: list = []
-    seen: set[str] = set()
-    for chunk_ids, vecs in iter_vectors(path, CHUNK_SIZE, limit):
-        if vecs.shape[1] != dim:
-            raise ValueError(f"{name}: vectors have dimension {vecs.shape[1]}, model {model} expects {dim}")
-        bad = ~np.isfinite(vecs).all(1)
-        if bad.any():
-            raise ValueError(f"{name}: record id {chunk_ids[int(bad.argmax())]!r} has NaN or infinite values")
-        zero = np.linalg.norm(vecs, axis=1) < 1e-12
-        if zero.any():
-            raise ValueError(f"{name}: record id {chunk_ids[int(zero.argmax())]!r} is an all-zero vector")
-        for i in chunk_ids:
-            if isinstance(i, (dict, list)) or i is None:
-                raise ValueError(f"{name}: record ids must be strings or numbers, got {i!r}")
-            if str(i) in seen:
-                raise ValueError(f"{name}: duplicate record id {i!r}")
-            seen.add(str(i))
-        ids += chunk_ids
-    if not ids:
-        raise ValueError(f"{name}: no vectors")
-    return ids
+# ---- reference texts --------------------------------------------------------------------------
 
 
 def load_reference(path: str | Path, ids: Sequence, limit: int | None = None) -> list[str]:
@@ -347,21 +212,19 @@ def _claim(out: Path, args: dict) -> dict:
     return state
 
 
-def _invert_all(inv: Inverter, out: Path, state: dict, ids: list, refs: list[str] | None, progress: bool) -> None:
+def _invert_all(inv: Inverter, out: Path, state: dict, source: Source, n: int, refs: _Refs, progress: bool) -> None:
     """Invert every record not yet recorded in progress.json, a chunk at a time."""
     a = state["args"]
     recon = out / "reconstructions.jsonl"
     with (
         open(recon, "ab") as fh,
-        tqdm(
-            total=len(ids), initial=state["done"], desc="auditing", unit="vec", disable=not progress, file=sys.stderr
-        ) as bar,
+        tqdm(total=n, initial=state["done"], desc="auditing", unit="vec", disable=not progress, file=sys.stderr) as bar,
     ):
-        for chunk_ids, vecs in iter_vectors(a["vectors"], a["chunk_size"], a["limit"], skip=state["done"]):
+        for chunk in iter_chunks(source, a["chunk_size"], a["limit"], skip=state["done"]):
             lo = state["done"]
-            chunk_refs = refs[lo : lo + len(chunk_ids)] if refs is not None else None
+            chunk_refs = refs.of(chunk, lo)
             records = invert_chunk(
-                inv, chunk_ids, vecs, chunk_refs, a["strategy"], a["num_steps"], a["seed"], a["batch_size"]
+                inv, chunk.ids, chunk.vectors, chunk_refs, a["strategy"], a["num_steps"], a["seed"], a["batch_size"]
             )
             fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode())
             fh.flush()
@@ -371,18 +234,42 @@ def _invert_all(inv: Inverter, out: Path, state: dict, ids: list, refs: list[str
             bar.update(len(records))
 
 
-def _resolve_args(
-    inv: Inverter,
-    vectors: str,
-    texts: str | None,
-    strategy: str | None,
-    num_steps: int | None,
-    batch_size: int,
-    limit: int | None,
-    seed: int,
-    chunk_size: int,
-) -> dict:
-    """The arguments that decide the output (device and progress do not), validated."""
+@dataclass
+class _Refs:
+    """Where each record's true text comes from: a REF file (``texts``, in record order), the texts
+    stored beside the vectors (``stored``), or nowhere."""
+
+    label: str | None
+    texts: list[str] | None = None
+    stored: bool = False
+
+    def of(self, chunk: Chunk, lo: int) -> list[str] | None:
+        if self.texts is not None:
+            return self.texts[lo : lo + len(chunk.ids)]
+        if self.stored:
+            return [t.strip() for t in chunk.texts]
+        return None
+
+
+def _references(source: Source, found: Scan, texts: str | None, no_texts: bool, limit: int | None) -> _Refs:
+    """A REF file wins; else the stored texts when every record has one (unless ``no_texts``)."""
+    if texts and no_texts:
+        raise ValueError("give either --texts or --no-texts, not both")
+    if texts:
+        return _Refs(texts, load_reference(texts, found.ids, limit))
+    n, k = len(found.ids), found.with_text
+    if no_texts or k == 0:
+        return _Refs(None)
+    if k < n:
+        raise ValueError(
+            f"{source.label}: {n - k} of {n} records have no stored text, so leakage cannot be measured on "
+            "all of them: give the texts with --texts FILE or ignore them with --no-texts"
+        )
+    return _Refs(f"stored beside the vectors in {source.label}", stored=True)
+
+
+def _check_args(inv: Inverter, strategy, num_steps, batch_size: int, chunk_size: int, limit) -> tuple[str, int]:
+    """The strategy and number of steps to use (the model's defaults where None), validated."""
     strategy = strategy or inv.cfg.sample.strategy
     num_steps = num_steps or inv.cfg.sample.num_steps
     if strategy not in STRATEGIES:
@@ -393,19 +280,19 @@ def _resolve_args(
         raise ValueError(f"batch size and chunk size must be >= 1, got {batch_size} and {chunk_size}")
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be a positive number of vectors, got {limit}")
-    p = _check_path(vectors)
+    return strategy, num_steps
+
+
+def _output_args(inv: Inverter, source: Source, refs: _Refs, **settings) -> dict:
+    """The arguments that decide the output (device and progress do not): a resume must match them."""
+    texts = refs.label if refs.texts is None or refs.label is None else str(Path(refs.label).resolve())
     return {
-        "vectors": str(p.resolve()),
-        "vectors_bytes": p.stat().st_size,
-        "texts": str(Path(texts).resolve()) if texts else None,
+        "vectors": source.label,
+        "source": source.fingerprint,
+        "texts": texts,
         "model": inv.name,
         "encoder": inv.cfg.encoder.name,
-        "strategy": strategy,
-        "num_steps": num_steps,
-        "seed": seed,
-        "batch_size": batch_size,
-        "chunk_size": chunk_size,
-        "limit": limit,
+        **settings,
     }
 
 
@@ -420,34 +307,50 @@ def run_audit(
     device: str = "cpu",
     limit: int | None = None,
     *,
+    no_texts: bool = False,
     seed: int = 0,
     chunk_size: int = CHUNK_SIZE,
     encoder=None,
     progress: bool = True,
 ) -> dict:
-    """Audit VECTORS (first ``limit`` records) with ``model``; REF ``texts`` optional. Returns the
-    summary dict (also written as summary.json) and writes the files listed in the module docstring.
+    """Audit a SOURCE (a file or a store URI, see ``unembed.stores``; first ``limit`` records) with
+    ``model``. The true texts come from REF ``texts``, else from the texts stored beside the vectors
+    (``no_texts`` ignores them). Returns the summary dict (also written as summary.json) and writes
+    the files listed in the module docstring.
 
     Rerunning the same call resumes an interrupted audit (or only rewrites the report when done).
     ``encoder`` replaces the model's encoder (tests). Bad input raises ValueError with one line,
-    before any vector is inverted.
+    before any vector is inverted and before OUT is created.
     """
     out_dir = Path(out)
     inv = Inverter.load(model, device=device, encoder=encoder)
-    args = _resolve_args(inv, vectors, texts, strategy, num_steps, batch_size, limit, seed, chunk_size)
-    ids = scan_vectors(vectors, inv.dim, inv.name, limit)
-    refs = load_reference(texts, ids, limit) if texts else None
+    strategy, num_steps = _check_args(inv, strategy, num_steps, batch_size, chunk_size, limit)
+    source = open_source(vectors)
+    found = scan(source, inv.dim, inv.name, limit, progress)
+    refs = _references(source, found, texts, no_texts, limit)
+    args = _output_args(
+        inv,
+        source,
+        refs,
+        strategy=strategy,
+        num_steps=num_steps,
+        seed=seed,
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        limit=limit,
+    )
     state = _claim(out_dir, args)
-    if state["done"] < len(ids):
-        _invert_all(inv, out_dir, state, ids, refs, progress)
+    if state["done"] < len(found.ids):
+        _invert_all(inv, out_dir, state, source, len(found.ids), refs, progress)
     state["complete"] = True
     _write_json(out_dir / "progress.json", state)
-    summary = summarise(out_dir / "reconstructions.jsonl", refs is not None)
+    has_ref = refs.label is not None
+    summary = summarise(out_dir / "reconstructions.jsonl", has_ref)
     summary.update(
         model=inv.name,
         encoder=inv.cfg.encoder.name,
-        vectors=str(vectors),
-        texts=texts,
+        vectors=source.label,
+        texts=refs.label,
         strategy=args["strategy"],
         num_steps=args["num_steps"],
         seed=seed,

@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("invert", help="invert texts (via their vectors) or a file of vectors")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", action="append", help="text to embed and invert (repeatable)")
-    src.add_argument("--vectors", help="FILE.npy ([N, D]) or FILE.jsonl (an 'embedding' per line)")
+    src.add_argument("--vectors", help="FILE.npy|.jsonl|.parquet or a store URI (as for audit)")
     p.add_argument("--out", help="with --vectors: write JSONL results here")
     p.add_argument("--json", action="store_true", help="print JSON lines")
     _add_inversion_args(p)
@@ -78,8 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inversion_args(p)
 
     p = sub.add_parser("audit", help="invert a dump of stored vectors: per-record risk and a report (resumable)")
-    p.add_argument("vectors", help="FILE.npy [N, D], FILE.jsonl (id, embedding) or FILE.parquet (id, embedding)")
+    p.add_argument(
+        "vectors",
+        metavar="SOURCE",
+        help="FILE.npy|.jsonl|.parquet, or a store: chroma://DIR?collection=C, lancedb://DIR?table=T, "
+        "qdrant://DIR?collection=C, qdrant+http://HOST:PORT?collection=C, faiss://INDEX[?meta=FILE.jsonl], "
+        "postgresql://USER@HOST:PORT/DB?table=T&column=C[&id=ID&text=TEXT], milvus-lite://FILE.db?collection=C",
+    )
     p.add_argument("--texts", default=None, help="true texts: FILE.jsonl (id, text) or FILE.txt (in vector order)")
+    p.add_argument("--no-texts", action="store_true", help="ignore the texts stored beside the vectors")
     p.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
     p.add_argument("--limit", type=int, default=None, help="audit only the first N vectors")
     p.add_argument("--batch-size", type=int, default=64)
@@ -192,33 +199,6 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _read_vectors(path: str) -> tuple[list, object]:
-    import numpy as np
-
-    p = Path(path)
-    if not p.is_file():
-        raise CliError(f"vectors file not found: {path}")
-    if p.suffix == ".npy":
-        arr = np.load(p, allow_pickle=False)
-        return list(range(len(arr))), arr
-    if p.suffix == ".jsonl":
-        ids, rows = [], []
-        with open(p) as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                    rows.append([float(x) for x in rec["embedding"]])
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                    raise CliError(f"{path}:{n}: need a JSON object with a numeric 'embedding' list") from None
-                ids.append(rec.get("id", len(ids)))
-        if len({len(r) for r in rows}) > 1:
-            raise CliError(f"{path}: embeddings have different lengths")
-        return ids, np.array(rows, dtype=np.float32)
-    raise CliError(f"unsupported vectors file {path} (use .npy or .jsonl)")
-
-
 def cmd_invert(args) -> int:
     from .inverter import Inverter
 
@@ -234,7 +214,9 @@ def cmd_invert(args) -> int:
                 print(res.text)
                 print(f"  token accuracy {sc['token_accuracy']:.1%}  cosine {sc['cosine']:.3f}", file=sys.stderr)
         return 0
-    ids, vectors = _read_vectors(args.vectors)
+    from .stores import read_all
+
+    ids, vectors = read_all(args.vectors, inv.dim, inv.name)
     results = inv.invert(vectors, args.strategy, args.steps, args.seed)
     lines = [json.dumps({"id": i, "text": r.text, "confidence": r.confidence}) for i, r in zip(ids, results)]
     if args.out:
@@ -280,6 +262,7 @@ def cmd_audit(args) -> int:
         batch_size=args.batch_size,
         device=args.device,
         limit=args.limit,
+        no_texts=args.no_texts,
         seed=args.seed,
         progress=not args.no_progress,
     )
