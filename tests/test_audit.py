@@ -112,11 +112,13 @@ def test_iter_chunks_skip_and_limit(tmp_path, vectors):
 # ---- records and report ----------------------------------------------------------------------------
 
 
-def test_records_risk_is_mean_confidence_up_to_eos(with_ref, minilm_tokenizer):
+def test_records_carry_every_risk_score_and_confidence_up_to_eos(with_ref, minilm_tokenizer):
     out, _ = with_ref
     for r in read_records(out):
         assert 1 <= len(r["confidence"]) == len(r["tokens"]) <= 16
-        assert r["risk"] == pytest.approx(np.mean(r["confidence"]), abs=1e-4)
+        assert r["decoder_confidence"] == pytest.approx(np.mean(r["confidence"]), abs=1e-4)
+        assert r["risk"] == audit.risk_scores(r["decoder_confidence"], r["cosine"])[audit.RISK_SCORE]
+        assert 0 <= r["combined"] <= 1 and -1 <= r["cosine"] <= 1
         assert all(0.0 <= c <= 1.0 for c in r["confidence"])
         assert "[SEP]" not in r["tokens"][:-1]  # the record stops at the first EOS
         assert {"reference", "token_accuracy", "reference_tokens", "bleu", "exact", "cosine"} <= set(r)

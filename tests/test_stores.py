@@ -91,7 +91,14 @@ def check_audit(out: Path, summary: dict, ids: list, tokenizer) -> None:
         assert 0 <= r["token_accuracy"] <= 1 and r["reference_tokens"] > 0
     assert summary["n"] == len(SENTENCES) and "token_accuracy" in summary
     assert summary["texts"].startswith("stored beside the vectors")
-    assert "## Measured leakage" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "## Measured leakage" in md and "## Personal data" in md and "lower bound" in md
+    # personal data was looked for in the stored texts
+    by_id = {r["id"]: r for r in recs}
+    email = by_id[ids[2]]["entities"]
+    assert {"type": "email", "text": "john.smith@example.com"} == {k: email[0][k] for k in ("type", "text")}
+    assert any(e["type"] == "phone" for e in by_id[ids[1]]["entities"])
+    assert summary["entities"]["by_type"]["email"]["found"] == 1
 
 
 # ---- Chroma ---------------------------------------------------------------------------------------

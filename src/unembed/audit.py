@@ -50,8 +50,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from . import pii
 from .evaluate import read_text_file
-from .inverter import Inverter
+from .inverter import Inverter, resolve_model_dir
 from .metrics import (
     bleu,
     cosine,
@@ -71,10 +72,18 @@ RISK_EDGES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 ACCURACY_LEVELS = (0.25, 0.5, 0.75, 1.0)
 CALIBRATION_BINS = 10
 SCATTER_MAX = 5000
-RISK_DEFINITION = (
-    "mean probability the decoder gave its committed tokens, over the predicted positions up to and "
-    "including the first EOS"
-)
+# Candidate risk scores (every record carries all three; ``risk`` is RISK_SCORE's):
+RISK_DEFINITIONS = {
+    "confidence": "mean probability the decoder gave its committed tokens, over the predicted positions up to "
+    "and including the first EOS",
+    "cosine": "cosine between the reconstruction re-embedded by the model's encoder and the stored vector",
+    "combined": "logistic combination of decoder confidence and re-embedding cosine, calibrated as the "
+    "probability that at least 25% of the record's tokens are recovered",
+}
+# Fitted by scripts/fit_risk.py on an audit of 1,000 validation-split sentences with the shipped model.
+RISK_COEF = {"bias": 0.0, "confidence": 0.0, "cosine": 0.0}
+RISK_SCORE = "combined"
+RISK_DEFINITION = RISK_DEFINITIONS[RISK_SCORE]
 
 
 # ---- reference texts --------------------------------------------------------------------------
@@ -134,40 +143,51 @@ def invert_chunk(
     num_steps: int,
     seed: int,
     batch_size: int,
+    entities: str = "off",
 ) -> list[dict[str, Any]]:
     """Invert [b, D] vectors; one reconstruction record per vector (see the module docstring)."""
     tok, eos = inv.tokenizer, inv.cfg.model.eos_id
     inversions = inv.invert(vecs, strategy, num_steps, seed, batch_size)
     pred = np.array([x.ids for x in inversions])
     n_pos = reference_lengths(pred, eos)
+    recons = [x.text for x in inversions]
+    cos = cosine(inv.encoder.encode([t if t.strip() else "." for t in recons]), vecs)
     records = []
     for i, (x, n) in enumerate(zip(inversions, n_pos, strict=True)):
         conf = x.confidence[:n]
+        scores = risk_scores(float(np.mean(conf)), float(cos[i]))
         records.append(
             {
                 "id": ids[i],
                 "text": x.text,
                 "tokens": tok.token_strings(x.ids[:n]),
                 "confidence": conf,
-                "risk": round(float(np.mean(conf)), 4),
+                "risk": scores[RISK_SCORE],
+                "decoder_confidence": scores["confidence"],
+                "cosine": scores["cosine"],
+                "combined": scores["combined"],
             }
         )
     if refs is not None:
-        _add_measurements(inv, records, pred, refs, vecs)
+        _add_measurements(inv, records, pred, refs)
+        _add_entities(records, refs, entities)
     return records
 
 
-def _add_measurements(
-    inv: Inverter, records: list[dict], pred: np.ndarray, refs: Sequence[str], vecs: np.ndarray
-) -> None:
-    """Token accuracy, sentence BLEU, exact match and cosine of each record against its reference."""
+def risk_scores(confidence: float, cos: float) -> dict[str, float]:
+    """The candidate risk scores of one record (see RISK_SCORES), rounded to 4 decimals."""
+    z = RISK_COEF["bias"] + RISK_COEF["confidence"] * confidence + RISK_COEF["cosine"] * cos
+    combined = 1.0 / (1.0 + math.exp(-z))
+    return {"confidence": round(confidence, 4), "cosine": round(cos, 4), "combined": round(combined, 4)}
+
+
+def _add_measurements(inv: Inverter, records: list[dict], pred: np.ndarray, refs: Sequence[str]) -> None:
+    """Token accuracy, sentence BLEU and exact match of each record against its reference."""
     tok, eos = inv.tokenizer, inv.cfg.model.eos_id
     ref_ids = tok.encode(list(refs))
     accs = token_accuracy_per_row(pred, ref_ids, eos)
     lens = reference_lengths(ref_ids, eos)
-    recons = [r["text"] for r in records]
-    cos = cosine(inv.encoder.encode([t if t.strip() else "." for t in recons]), vecs)
-    for r, row, a, n, c in zip(records, ref_ids, accs, lens, cos, strict=True):
+    for r, row, a, n in zip(records, ref_ids, accs, lens, strict=True):
         ref = tok.decode(row)
         r.update(
             reference=ref,
@@ -175,8 +195,18 @@ def _add_measurements(
             reference_tokens=int(n),
             bleu=round(sentence_bleu(r["text"], ref), 2),
             exact=exact_match(r["text"], ref),
-            cosine=round(float(c), 4),
         )
+
+
+def _add_entities(records: list[dict], refs: Sequence[str], mode: str) -> None:
+    """The personal data of each reference (``pii.find`` on the full text, kept where it survives the
+    decoder's cut) and whether the reconstruction recovered it."""
+    if mode == "off":
+        return
+    for r, ents in zip(records, pii.find(list(refs), mode), strict=True):
+        kept = [e for e in ents if pii.recovered(e["text"], r["reference"])]
+        r["entities"] = pii.mark(kept, r["text"])
+        r["entities_recovered"] = sum(e["recovered"] for e in r["entities"])
 
 
 # ---- resumable run -----------------------------------------------------------------------------------
@@ -224,7 +254,15 @@ def _invert_all(inv: Inverter, out: Path, state: dict, source: Source, n: int, r
             lo = state["done"]
             chunk_refs = refs.of(chunk, lo)
             records = invert_chunk(
-                inv, chunk.ids, chunk.vectors, chunk_refs, a["strategy"], a["num_steps"], a["seed"], a["batch_size"]
+                inv,
+                chunk.ids,
+                chunk.vectors,
+                chunk_refs,
+                a["strategy"],
+                a["num_steps"],
+                a["seed"],
+                a["batch_size"],
+                a["entities"],
             )
             fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode())
             fh.flush()
@@ -308,6 +346,7 @@ def run_audit(
     limit: int | None = None,
     *,
     no_texts: bool = False,
+    entities: str = "spacy",
     seed: int = 0,
     chunk_size: int = CHUNK_SIZE,
     encoder=None,
@@ -315,7 +354,8 @@ def run_audit(
 ) -> dict:
     """Audit a SOURCE (a file or a store URI, see ``unembed.stores``; first ``limit`` records) with
     ``model``. The true texts come from REF ``texts``, else from the texts stored beside the vectors
-    (``no_texts`` ignores them). Returns the summary dict (also written as summary.json) and writes
+    (``no_texts`` ignores them); ``entities`` (spacy, regex or off) says how personal data is found
+    in them (``unembed.pii``). Returns the summary dict (also written as summary.json) and writes
     the files listed in the module docstring.
 
     Rerunning the same call resumes an interrupted audit (or only rewrites the report when done).
@@ -328,6 +368,8 @@ def run_audit(
     source = open_source(vectors)
     found = scan(source, inv.dim, inv.name, limit, progress)
     refs = _references(source, found, texts, no_texts, limit)
+    entities = entities if refs.label is not None else "off"
+    pii.check_mode(entities)
     args = _output_args(
         inv,
         source,
@@ -338,6 +380,9 @@ def run_audit(
         batch_size=batch_size,
         chunk_size=chunk_size,
         limit=limit,
+        entities=entities,
+        risk_score=RISK_SCORE,
+        risk_coef=RISK_COEF,
     )
     state = _claim(out_dir, args)
     if state["done"] < len(found.ids):
@@ -354,10 +399,40 @@ def run_audit(
         strategy=args["strategy"],
         num_steps=args["num_steps"],
         seed=seed,
+        risk_score=RISK_SCORE,
         risk_definition=RISK_DEFINITION,
+        entities_mode=entities,
+        attacker=attacker_profile(inv, resolve_model_dir(model)),
     )
     write_report(out_dir, summary)
     return summary
+
+
+def attacker_profile(inv: Inverter, folder: Path) -> dict[str, Any]:
+    """The decoder behind an audit: name, encoder, size, and, where the model folder records its
+    training job (``training-job.json``, written by ``unembed gpu-train``), the sequences it was
+    trained on and its end-to-end token accuracy on the validation sentences decoded during training."""
+    profile = {
+        "model": inv.name,
+        "encoder": inv.cfg.encoder.name,
+        "parameters": sum(p.numel() for p in inv.model.parameters()),
+        "training_sequences": None,
+        "reference_set": None,
+        "reference_token_accuracy": None,
+    }
+    job_file = folder / "training-job.json"
+    if job_file.is_file():
+        job = _read_json(job_file)
+        run = job.get("runs", {}).get(job.get("best"), {})
+        log_rows = run.get("log") or [{}]
+        steps = log_rows[-1].get("train_step")
+        tr = inv.cfg.train
+        if steps:
+            profile["training_sequences"] = int(steps) * tr.batch_size * tr.grad_accum
+        if run.get("val_decode_acc") is not None:
+            profile["reference_set"] = f"{tr.eval_decode_n} validation-split sentences ({tr.eval_decode_steps} steps)"
+            profile["reference_token_accuracy"] = float(run["val_decode_acc"])
+    return profile
 
 
 # ---- summary -----------------------------------------------------------------------------------------
@@ -379,11 +454,23 @@ def _ranks(a: np.ndarray) -> np.ndarray:
     return (np.bincount(inverse, weights=ranks) / counts)[inverse]
 
 
+def auc(score: Sequence[float], label: Sequence[bool]) -> float:
+    """Area under the ROC curve of ``score`` for the positive ``label`` (Mann-Whitney, ties count half);
+    NaN when either class is empty."""
+    score, label = np.asarray(score, np.float64), np.asarray(label, bool)
+    n_pos, n_neg = int(label.sum()), int((~label).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = _ranks(score) + 1
+    return float((ranks[label].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 @dataclass
 class _Tally:
     """What the report needs, gathered in one pass over reconstructions.jsonl."""
 
     risk: list[float] = field(default_factory=list)
+    candidates: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in RISK_DEFINITIONS})
     acc: list[float] = field(default_factory=list)
     sbleu: list[float] = field(default_factory=list)
     ref_tokens: list[int] = field(default_factory=list)
@@ -392,6 +479,16 @@ class _Tally:
     recons: list[str] = field(default_factory=list)
     refs: list[str] = field(default_factory=list)
     top: list = field(default_factory=list)  # heap of (risk, -order, record without per-token arrays)
+    entity_hit: list[float] = field(default_factory=list)  # per record: 1/0 any entity recovered, NaN if none
+    by_type: dict[str, list[int]] = field(default_factory=dict)  # type -> [found, recovered]
+    pii_top: list = field(default_factory=list)  # heap of (entities recovered, token accuracy, -order, record)
+
+
+def _push(heap: list, item: tuple, n: int) -> None:
+    if len(heap) < n:
+        heapq.heappush(heap, item)
+    else:
+        heapq.heappushpop(heap, item)
 
 
 def _tally(path: Path, has_ref: bool, top_n: int) -> _Tally:
@@ -400,21 +497,32 @@ def _tally(path: Path, has_ref: bool, top_n: int) -> _Tally:
         for order, line in enumerate(fh):
             rec = json.loads(line)
             t.risk.append(rec["risk"])
+            for k, v in t.candidates.items():
+                v.append(rec[k if k != "confidence" else "decoder_confidence"])
+            t.cos.append(rec["cosine"])
             small = {k: v for k, v in rec.items() if k not in ("tokens", "confidence")}
-            item = (rec["risk"], -order, small)
-            if len(t.top) < top_n:
-                heapq.heappush(t.top, item)
-            else:
-                heapq.heappushpop(t.top, item)
+            _push(t.top, (rec["risk"], -order, small), top_n)
             if has_ref:
                 t.acc.append(rec["token_accuracy"])
                 t.sbleu.append(rec["bleu"])
                 t.ref_tokens.append(rec["reference_tokens"])
-                t.cos.append(rec["cosine"])
                 t.exact += bool(rec["exact"])
                 t.recons.append(rec["text"])
                 t.refs.append(rec["reference"])
+            if "entities" in rec:
+                _tally_entities(t, rec, small, order, top_n)
     return t
+
+
+def _tally_entities(t: _Tally, rec: dict, small: dict, order: int, top_n: int) -> None:
+    ents = rec["entities"]
+    t.entity_hit.append(float(rec["entities_recovered"] > 0) if ents else float("nan"))
+    for e in ents:
+        found_rec = t.by_type.setdefault(e["type"], [0, 0])
+        found_rec[0] += 1
+        found_rec[1] += bool(e["recovered"])
+    if rec["entities_recovered"]:
+        _push(t.pii_top, (rec["entities_recovered"], rec["token_accuracy"], -order, small), top_n)
 
 
 def summarise(path: Path, has_ref: bool, top_n: int = TOP_N) -> dict[str, Any]:
@@ -432,6 +540,7 @@ def summarise(path: Path, has_ref: bool, top_n: int = TOP_N) -> dict[str, Any]:
             for lo, hi, c in zip(edges[:-1], edges[1:], counts, strict=True)
         ],
         "most_exposed": [rec for _, _, rec in sorted(t.top, key=lambda x: (-x[0], -x[1]))],
+        "cosine": float(np.mean(t.cos)),
     }
     if has_ref:
         acc, lens = np.asarray(t.acc), np.asarray(t.ref_tokens)
@@ -440,23 +549,55 @@ def summarise(path: Path, has_ref: bool, top_n: int = TOP_N) -> dict[str, Any]:
             token_accuracy_mean=float(acc.mean()),
             exact_match=t.exact / len(acc),
             bleu=bleu(t.recons, t.refs),
-            cosine=float(np.mean(t.cos)),
             recovered_at_least={str(level): int((acc >= level - 1e-9).sum()) for level in ACCURACY_LEVELS},
             spearman_risk_vs_accuracy=spearman(risk, acc),
             spearman_risk_vs_bleu=spearman(risk, t.sbleu),
             calibration=calibration_bins(risk, acc, np.asarray(t.sbleu)),
             top_decile=top_decile(risk, acc, np.asarray(t.sbleu)),
+            risk_candidates=_compare_scores(t, acc),
         )
         s["_scatter"] = (risk, acc)
+    if t.entity_hit:
+        s["entities"] = _entity_summary(t)
     s["_risk"] = risk
     return s
+
+
+def _compare_scores(t: _Tally, acc: np.ndarray) -> dict[str, dict[str, float]]:
+    """Each candidate risk score against what was recovered: Spearman with token accuracy, AUC for
+    "at least 25% of tokens recovered" and, over records with entities, for "an entity recovered"."""
+    hit = np.asarray(t.entity_hit) if t.entity_hit else np.full(len(acc), np.nan)
+    with_ents = ~np.isnan(hit)
+    out = {}
+    for name, values in t.candidates.items():
+        v = np.asarray(values)
+        out[name] = {
+            "spearman_accuracy": spearman(v, acc),
+            "auc_25": auc(v, acc >= 0.25 - 1e-9),
+            "auc_entity": auc(v[with_ents], hit[with_ents] > 0) if with_ents.any() else float("nan"),
+        }
+    return out
+
+
+def _entity_summary(t: _Tally) -> dict[str, Any]:
+    hit = np.asarray(t.entity_hit)
+    with_ents = ~np.isnan(hit)
+    return {
+        "records_with_entities": int(with_ents.sum()),
+        "records_with_recovered": int((hit[with_ents] > 0).sum()),
+        "by_type": {
+            k: {"found": f, "recovered": r, "rate": r / f}
+            for k, (f, r) in sorted(t.by_type.items(), key=lambda kv: (-kv[1][0], kv[0]))
+        },
+        "most_exposed": [rec for *_, rec in sorted(t.pii_top, key=lambda x: (-x[0], -x[1], -x[2]))],
+    }
 
 
 def calibration_bins(
     risk: np.ndarray, acc: np.ndarray, sbleu: np.ndarray, bins: int = CALIBRATION_BINS
 ) -> list[dict[str, float]]:
     """Records sorted by risk, cut into ``bins`` groups of (nearly) equal size: mean risk, mean
-    measured token accuracy and mean sentence BLEU of each."""
+    measured token accuracy, share with token accuracy >= 25% and mean sentence BLEU of each."""
     order = np.argsort(risk, kind="mergesort")
     groups = [g for g in np.array_split(order, min(bins, len(order))) if len(g)]
     return [
@@ -464,6 +605,7 @@ def calibration_bins(
             "n": len(g),
             "risk": float(risk[g].mean()),
             "token_accuracy": float(acc[g].mean()),
+            "share_25": float((acc[g] >= 0.25 - 1e-9).mean()),
             "bleu": float(sbleu[g].mean()),
         }
         for g in groups
@@ -520,10 +662,11 @@ def build_sections(s: dict[str, Any]) -> list[Section]:
     overview = [
         f"Model `{s['model']}` (encoder `{s['encoder']}`), strategy `{s['strategy']}`, {s['num_steps']} steps, "
         f"seed {s['seed']}. Vectors: `{s['vectors']}` ({n} records). Reference texts: "
-        + (f"`{s['texts']}`." if s["texts"] else "none (only the decoder's own risk score is available)."),
-        f"Risk score: {s['risk_definition']}. Mean {s['risk_mean']:.3f}, median {s['risk_median']:.3f}.",
+        + (f"`{s['texts']}`." if s["texts"] else "none (only the risk score is available)."),
+        f"Risk score (`{s['risk_score']}`): {s['risk_definition']}. Mean {s['risk_mean']:.3f}, "
+        f"median {s['risk_median']:.3f}.",
     ]
-    sections = [Section("Overview", overview)]
+    sections = [Section("Overview", overview), _attacker_section(s)]
     if "token_accuracy" in s:
         rows = [
             ["token accuracy (pooled over reference tokens)", _pct(s["token_accuracy"])],
@@ -548,10 +691,91 @@ def build_sections(s: dict[str, Any]) -> list[Section]:
         got = ", ".join(f"{c} ({_pct(c / n)}) at ≥{_pct(float(k))}" for k, c in s["recovered_at_least"].items())
         paras.append(f"Measured token accuracy: {got}.")
     sections.append(Section("Recovery", paras, "recovery.png", (["risk score", "records", "share"], rows)))
+    if "entities" in s:
+        sections.append(_entities_section(s))
+        if s["entities"]["most_exposed"]:
+            sections.append(_pii_exposed_section(s))
     sections.append(_exposed_section(s))
     if "calibration" in s:
         sections.append(_calibration_section(s))
+        sections.append(_candidates_section(s))
     return sections
+
+
+def _attacker_section(s: dict[str, Any]) -> Section:
+    """Who produced these figures, and why they are a lower bound."""
+    a = s["attacker"]
+    seqs = f"{a['training_sequences']:,} training sequences" if a["training_sequences"] else "an unrecorded training"
+    ref = (
+        f"its token accuracy on {a['reference_set']} is {_pct(a['reference_token_accuracy'])}"
+        if a["reference_token_accuracy"] is not None
+        else "its token accuracy on a reference set is not recorded in the model folder"
+    )
+    here = f"; on these {s['n']} records it is {_pct(s['token_accuracy'])}" if "token_accuracy" in s else ""
+    return Section(
+        "Attacker",
+        [
+            f"These figures are what one attacker recovered: decoder `{a['model']}` ({a['parameters']:,} parameters, "
+            f"{seqs}) inverting encoder `{a['encoder']}`; {ref}{here}.",
+            "**They are a lower bound**, not an estimate of what leaks: a decoder trained longer, on text closer to "
+            "these records, or with more compute per record recovers more. A low figure here means this attacker "
+            "failed, not that the vectors are safe.",
+        ],
+    )
+
+
+def _entities_section(s: dict[str, Any]) -> Section:
+    e = s["entities"]
+    rows = [[k, v["found"], v["recovered"], _pct(v["rate"])] for k, v in e["by_type"].items()]
+    n_with = e["records_with_entities"]
+    paras = [
+        f"Personal data found in the reference texts (`{s['entities_mode']}`: spaCy's English model for names, "
+        "organisations, places, dates and amounts; regular expressions for e-mail addresses, phone numbers, URLs, "
+        "numbers and money) and how much of it came back in the reconstructions (the entity's words, in order).",
+        f"{n_with} of {s['n']} records hold personal data; in {e['records_with_recovered']} "
+        f"({_pct(e['records_with_recovered'] / n_with) if n_with else 'n/a'}) of them at least one item was "
+        "recovered.",
+    ]
+    sec = Section("Personal data", paras, table=(["type", "found", "recovered", "recovery rate"], rows))
+    return sec
+
+
+def _pii_exposed_section(s: dict[str, Any]) -> Section:
+    recs = s["entities"]["most_exposed"]
+    rows = [
+        [
+            r["id"],
+            ", ".join(f"{x['text']} ({x['type']})" for x in r["entities"] if x["recovered"]),
+            r["text"],
+            r["reference"],
+        ]
+        for r in recs
+    ]
+    return Section(
+        "Records whose personal data came back",
+        [f"The {len(recs)} records with the most recovered items (then the highest token accuracy)."],
+        table=(["id", "recovered", "reconstruction", "reference"], rows),
+    )
+
+
+def _candidates_section(s: dict[str, Any]) -> Section:
+    rows = [
+        [
+            f"`{k}`" + (" (used)" if k == s["risk_score"] else ""),
+            _rho(v["spearman_accuracy"]),
+            _rho(v["auc_25"]),
+            _rho(v["auc_entity"]),
+        ]
+        for k, v in s["risk_candidates"].items()
+    ]
+    paras = [
+        "How well each candidate risk score ranks these records by what was actually recovered: Spearman with token "
+        'accuracy, AUC for "at least 25% of tokens recovered" and, over records with personal data, for "an item '
+        'of personal data recovered" (0.5 = no better than chance). '
+        + "; ".join(f"`{k}`: {d}" for k, d in RISK_DEFINITIONS.items())
+        + ".",
+    ]
+    return Section("Risk score candidates", paras, table=(["score", "Spearman", "AUC ≥25% tokens", "AUC entity"], rows))
 
 
 def _rho(x: float) -> str:
@@ -570,8 +794,11 @@ def _calibration_section(s: dict[str, Any]) -> Section:
         f"token accuracy ≥ {_pct(t['level'])} (all records: {_pct(t['all_share_at_level'])}).",
         "Records sorted by risk score in groups of equal size:",
     ]
-    head = ["records", "mean risk score", "mean measured token accuracy", "mean sentence BLEU"]
-    rows = [[b["n"], f"{b['risk']:.3f}", _pct(b["token_accuracy"]), f"{b['bleu']:.1f}"] for b in s["calibration"]]
+    head = ["records", "mean risk score", "mean measured token accuracy", "share ≥25% tokens", "mean sentence BLEU"]
+    rows = [
+        [b["n"], f"{b['risk']:.3f}", _pct(b["token_accuracy"]), _pct(b["share_25"]), f"{b['bleu']:.1f}"]
+        for b in s["calibration"]
+    ]
     return Section(
         "Calibration: does the risk score predict measured accuracy?", paras, "calibration.png", (head, rows)
     )
@@ -653,7 +880,7 @@ def pyplot():
 def plot_recovery(s: dict[str, Any], path: Path) -> None:
     """PNG: histogram of risk scores and, with REF, of measured token accuracy."""
     plt = pyplot()
-    panels = [("risk score (decoder confidence)", s["_risk"])]
+    panels = [(f"risk score ({s['risk_score']})", s["_risk"])]
     if "_scatter" in s:
         panels.append(("measured token accuracy", s["_scatter"][1]))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
@@ -677,12 +904,14 @@ def plot_calibration(s: dict[str, Any], path: Path) -> None:
     ax.scatter(risk[pick], acc[pick], s=6, alpha=0.25, color="#4477aa", label="records")
     b = s["calibration"]
     ax.plot([x["risk"] for x in b], [x["token_accuracy"] for x in b], "o-", color="#cc3311", label="group means")
+    ax.plot([x["risk"] for x in b], [x["share_25"] for x in b], "s-", color="#228833", label="share ≥25% tokens")
     ax.plot([0, 1], [0, 1], "--", color="#999999", label="y = x")
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("risk score")
-    ax.set_ylabel("measured token accuracy")
-    ax.set_title(f"Spearman ρ = {s['spearman_risk_vs_accuracy']:.3f}")
+    ax.set_ylabel("measured token accuracy / share")
+    auc25 = s["risk_candidates"][s["risk_score"]]["auc_25"]
+    ax.set_title(f"{s['risk_score']}: Spearman ρ = {s['spearman_risk_vs_accuracy']:.3f}, AUC(≥25%) = {auc25:.3f}")
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
     fig.tight_layout()

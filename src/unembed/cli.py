@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--texts", default=None, help="true texts: FILE.jsonl (id, text) or FILE.txt (in vector order)")
     p.add_argument("--no-texts", action="store_true", help="ignore the texts stored beside the vectors")
+    p.add_argument(
+        "--entities", choices=["spacy", "regex", "off"], default="spacy", help="how personal data is found in texts"
+    )
     p.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
     p.add_argument("--limit", type=int, default=None, help="audit only the first N vectors")
     p.add_argument("--batch-size", type=int, default=64)
@@ -263,6 +266,7 @@ def cmd_audit(args) -> int:
         device=args.device,
         limit=args.limit,
         no_texts=args.no_texts,
+        entities=args.entities,
         seed=args.seed,
         progress=not args.no_progress,
     )
