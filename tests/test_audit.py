@@ -117,7 +117,7 @@ def test_records_carry_every_risk_score_and_confidence_up_to_eos(with_ref, minil
     for r in read_records(out):
         assert 1 <= len(r["confidence"]) == len(r["tokens"]) <= 16
         assert r["decoder_confidence"] == pytest.approx(np.mean(r["confidence"]), abs=1e-4)
-        assert r["risk"] == audit.risk_scores(r["decoder_confidence"], r["cosine"])[audit.RISK_SCORE]
+        assert r["risk"] == audit.risk_scores(r["decoder_confidence"], r["cosine"], len(r["tokens"]))[audit.RISK_SCORE]
         assert 0 <= r["combined"] <= 1 and -1 <= r["cosine"] <= 1
         assert all(0.0 <= c <= 1.0 for c in r["confidence"])
         assert "[SEP]" not in r["tokens"][:-1]  # the record stops at the first EOS

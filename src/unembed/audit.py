@@ -77,11 +77,12 @@ RISK_DEFINITIONS = {
     "confidence": "mean probability the decoder gave its committed tokens, over the predicted positions up to "
     "and including the first EOS",
     "cosine": "cosine between the reconstruction re-embedded by the model's encoder and the stored vector",
-    "combined": "logistic combination of decoder confidence and re-embedding cosine, calibrated as the "
-    "probability that at least 25% of the record's tokens are recovered",
+    "combined": "logistic combination of decoder confidence, re-embedding cosine and the log of the predicted "
+    "length, calibrated as the probability that at least 25% of the record's tokens are recovered",
 }
-# Fitted by scripts/fit_risk.py on an audit of 1,000 validation-split sentences with the shipped model.
-RISK_COEF = {"bias": 0.0, "confidence": 0.0, "cosine": 0.0}
+# Fitted by `python scripts/fit_risk.py runs/audit-val1000/reconstructions.jsonl` on an audit of the first
+# 1,000 validation-split sentences (scripts/split_texts.py) by the shipped model minilm-default.
+RISK_COEF = {"bias": -4.4253, "confidence": 7.456, "cosine": 7.569, "log_length": -2.5608}
 RISK_SCORE = "combined"
 RISK_DEFINITION = RISK_DEFINITIONS[RISK_SCORE]
 
@@ -155,7 +156,7 @@ def invert_chunk(
     records = []
     for i, (x, n) in enumerate(zip(inversions, n_pos, strict=True)):
         conf = x.confidence[:n]
-        scores = risk_scores(float(np.mean(conf)), float(cos[i]))
+        scores = risk_scores(float(np.mean(conf)), float(cos[i]), int(n))
         records.append(
             {
                 "id": ids[i],
@@ -174,9 +175,12 @@ def invert_chunk(
     return records
 
 
-def risk_scores(confidence: float, cos: float) -> dict[str, float]:
-    """The candidate risk scores of one record (see RISK_SCORES), rounded to 4 decimals."""
-    z = RISK_COEF["bias"] + RISK_COEF["confidence"] * confidence + RISK_COEF["cosine"] * cos
+def risk_scores(confidence: float, cos: float, length: int) -> dict[str, float]:
+    """The candidate risk scores of one record (see RISK_DEFINITIONS), rounded to 4 decimals.
+
+    ``length``: predicted positions up to and including the first EOS (at least 1)."""
+    c = RISK_COEF
+    z = c["bias"] + c["confidence"] * confidence + c["cosine"] * cos + c["log_length"] * math.log(length)
     combined = 1.0 / (1.0 + math.exp(-z))
     return {"confidence": round(confidence, 4), "cosine": round(cos, 4), "combined": round(combined, 4)}
 
