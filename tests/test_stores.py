@@ -384,3 +384,39 @@ def test_redact():
     assert stores.redact("postgresql://u:pw@h:5/db?table=t") == "postgresql://u:***@h:5/db?table=t"
     assert stores.redact("postgresql://u@h/db") == "postgresql://u@h/db"
     assert stores.redact("v.npy") == "v.npy"
+
+
+def test_invert_reads_the_same_sources_with_the_audits_rules(tmp_path, vectors, tiny_model_dir, capsys):
+    import faiss
+
+    from unembed import cli
+
+    index = faiss.IndexFlatIP(384)
+    index.add(vectors[:3])
+    faiss.write_index(index, str(tmp_path / "three.faiss"))
+    code = cli.main(
+        [
+            "invert",
+            "--model",
+            str(tiny_model_dir),
+            "--vectors",
+            f"faiss://{tmp_path / 'three.faiss'}",
+            "--steps",
+            "2",
+            "--json",
+        ]
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0 and [json.loads(x)["id"] for x in lines] == [0, 1, 2]
+    np.save(tmp_path / "flat.npy", vectors[0])
+    (tmp_path / "strings.jsonl").write_text(json.dumps({"embedding": [str(x) for x in vectors[0]]}) + "\n")
+    dup = "".join(json.dumps({"id": "a", "embedding": v.tolist()}) + "\n" for v in vectors[:2])
+    (tmp_path / "dup.jsonl").write_text(dup)
+    for name, message in [
+        ("flat.npy", r"need a numeric \[N, D\] array"),
+        ("strings.jsonl", "list of numbers"),
+        ("dup.jsonl", "duplicate record id 'a'"),
+    ]:
+        code = cli.main(["invert", "--model", str(tiny_model_dir), "--vectors", str(tmp_path / name)])
+        err = capsys.readouterr().err
+        assert code == 2 and message.replace("\\", "") in err and err.count("\n") == 1, name
