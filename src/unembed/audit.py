@@ -11,19 +11,25 @@ per record in row order (blank lines are dropped, as ``evaluate.read_text_file``
 REF, the texts stored beside the vectors (a store's documents, a file's ``text`` field) are the
 references when every record has one; ``no_texts`` ignores them.
 
-**Risk score.** The decoder's own belief that it has recovered the text: the mean probability it
-gave the tokens it committed (``Inversion.confidence``), over the positions of the predicted
-sentence up to and including its first EOS (padding after the EOS is excluded: it is easy to
-predict and says nothing about the content). It is in [0, 1] and needs no reference; with REF the
-report measures how well it ranks records by their real token accuracy (Spearman rank correlation
-and a calibration plot).
+**Risk scores.** Three candidates, none needing a reference: ``confidence``, the decoder's own
+belief (the mean probability it gave the tokens it committed, over the predicted positions up to
+and including the first EOS; padding after it is easy to predict and says nothing); ``cosine``,
+the reconstruction re-embedded by the model's encoder against the stored vector (the auditor owns
+the encoder); and ``combined``, a logistic regression on both and the log of the predicted length,
+fitted on held-out sentences (``RISK_COEF``, ``scripts/fit_risk.py``) as the probability that at
+least 25% of the tokens are recovered. ``risk`` is RISK_SCORE's; with REF the report compares all
+three (Spearman with token accuracy, AUC for ">= 25% of tokens" and for "an entity recovered").
+
+**Personal data.** With reference texts, ``unembed.pii`` finds the entities of each (names,
+organisations, places, dates, money, numbers, e-mail addresses, phone numbers, URLs) and marks
+which came back in the reconstruction.
 
 Outputs in OUT:
 
 * ``reconstructions.jsonl``: per record ``id``, ``text``, ``tokens`` and ``confidence`` (one per
-  predicted position up to and including the EOS), ``risk``; with REF also ``reference``,
-  ``token_accuracy``, ``reference_tokens``, ``bleu`` (sentence), ``exact`` and ``cosine`` (the
-  reconstruction re-embedded by the model's encoder against the stored vector).
+  predicted position up to and including the EOS), ``risk``, ``decoder_confidence``, ``cosine``,
+  ``combined``; with REF also ``reference``, ``token_accuracy``, ``reference_tokens``, ``bleu``
+  (sentence), ``exact``, ``entities`` (``type``, ``text``, ``recovered``) and ``entities_recovered``.
 * ``report.md``, ``report.html`` (self-contained: inline CSS, plots embedded as data URIs) and the
   plots beside them (``recovery.png``, with REF ``calibration.png``); ``summary.json``.
 * ``progress.json``: the arguments and how far the run got. The input is streamed chunk by chunk;
