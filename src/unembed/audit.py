@@ -696,7 +696,7 @@ def build_sections(s: dict[str, Any]) -> list[Section]:
             )
         )
     rows = [[f"{b['low']:.1f}–{b['high']:.1f}", b["n"], _pct(b["n"] / n)] for b in s["risk_buckets"]]
-    paras = ["How many records the decoder believes it recovered, by risk score."]
+    paras = [f"How many records fall in each band of the risk score (`{s['risk_score']}`)."]
     if "recovered_at_least" in s:
         got = ", ".join(f"{c} ({_pct(c / n)}) at ≥{_pct(float(k))}" for k, c in s["recovered_at_least"].items())
         paras.append(f"Measured token accuracy: {got}.")
@@ -715,7 +715,11 @@ def build_sections(s: dict[str, Any]) -> list[Section]:
 def _attacker_section(s: dict[str, Any]) -> Section:
     """Who produced these figures, and why they are a lower bound."""
     a = s["attacker"]
-    seqs = f"{a['training_sequences']:,} training sequences" if a["training_sequences"] else "an unrecorded training"
+    seqs = (
+        f"trained on {a['training_sequences']:,} sequences"
+        if a["training_sequences"]
+        else "training not recorded in the model folder"
+    )
     ref = (
         f"its token accuracy on {a['reference_set']} is {_pct(a['reference_token_accuracy'])}"
         if a["reference_token_accuracy"] is not None
