@@ -151,10 +151,17 @@ def invert_chunk(
     seed: int,
     batch_size: int,
     entities: str = "off",
+    on_batch=None,
 ) -> list[dict[str, Any]]:
-    """Invert [b, D] vectors; one reconstruction record per vector (see the module docstring)."""
+    """Invert [b, D] vectors; one reconstruction record per vector (see the module docstring).
+
+    ``on_batch(n)`` is called after each batch of n vectors is inverted (the progress bar)."""
     tok, eos = inv.tokenizer, inv.cfg.model.eos_id
-    inversions = inv.invert(vecs, strategy, num_steps, seed, batch_size)
+    inversions = []
+    for lo in range(0, len(vecs), batch_size):  # Inverter.invert restarts the seeded generator per batch too
+        inversions += inv.invert(vecs[lo : lo + batch_size], strategy, num_steps, seed, batch_size)
+        if on_batch is not None:
+            on_batch(min(batch_size, len(vecs) - lo))
     pred = np.array([x.ids for x in inversions])
     n_pos = reference_lengths(pred, eos)
     recons = [x.text for x in inversions]
@@ -273,13 +280,13 @@ def _invert_all(inv: Inverter, out: Path, state: dict, source: Source, n: int, r
                 a["seed"],
                 a["batch_size"],
                 a["entities"],
+                bar.update,
             )
             fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode())
             fh.flush()
             os.fsync(fh.fileno())
             state.update(done=lo + len(records), bytes=fh.tell())
             _write_json(out / "progress.json", state)
-            bar.update(len(records))
 
 
 @dataclass
