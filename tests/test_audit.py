@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import FakeEncoder, make_model_dir
-from unembed import audit
+from unembed import audit, stores
 
 TEXTS = [
     "The weather is lovely today.",
@@ -101,22 +101,24 @@ def test_jsonl_without_ids_numbers_records(tmp_path, model_dir, enc, vectors):
     assert [r["id"] for r in read_records(tmp_path / "out")] == [0, 1, 2]
 
 
-def test_iter_vectors_chunks_skip_and_limit(tmp_path, vectors):
+def test_iter_chunks_skip_and_limit(tmp_path, vectors):
     for suffix in (".npy", ".jsonl", ".parquet"):
         p = write_vectors(tmp_path / f"v{suffix}", vectors)
-        chunks = list(audit.iter_vectors(p, chunk=4, limit=9, skip=4))
-        assert [len(ids) for ids, _ in chunks] == [4, 1]
-        np.testing.assert_allclose(np.concatenate([v for _, v in chunks]), vectors[4:9], rtol=1e-6)
+        chunks = list(stores.iter_chunks(stores.open_source(p), size=4, limit=9, skip=4))
+        assert [len(c.ids) for c in chunks] == [4, 1]
+        np.testing.assert_allclose(np.concatenate([c.vectors for c in chunks]), vectors[4:9], rtol=1e-6)
 
 
 # ---- records and report ----------------------------------------------------------------------------
 
 
-def test_records_risk_is_mean_confidence_up_to_eos(with_ref, minilm_tokenizer):
+def test_records_carry_every_risk_score_and_confidence_up_to_eos(with_ref, minilm_tokenizer):
     out, _ = with_ref
     for r in read_records(out):
         assert 1 <= len(r["confidence"]) == len(r["tokens"]) <= 16
-        assert r["risk"] == pytest.approx(np.mean(r["confidence"]), abs=1e-4)
+        assert r["decoder_confidence"] == pytest.approx(np.mean(r["confidence"]), abs=1e-4)
+        assert r["risk"] == audit.risk_scores(r["decoder_confidence"], r["cosine"], len(r["tokens"]))[audit.RISK_SCORE]
+        assert 0 <= r["combined"] <= 1 and -1 <= r["cosine"] <= 1
         assert all(0.0 <= c <= 1.0 for c in r["confidence"])
         assert "[SEP]" not in r["tokens"][:-1]  # the record stops at the first EOS
         assert {"reference", "token_accuracy", "reference_tokens", "bleu", "exact", "cosine"} <= set(r)

@@ -1,29 +1,35 @@
 """Audit a vector store dump: invert every vector, score each record's exposure, write a report.
 
-Input VECTORS is one of
+Input SOURCE is a vectors file (``.npy``, ``.jsonl``, ``.parquet``) or a vector store URI
+(``chroma://``, ``lancedb://``, ``qdrant://``, ``qdrant+http://``, ``faiss://``, ``postgresql://``,
+``milvus-lite://``); ``unembed.stores`` reads them all, one chunk at a time, and validates every
+record before any inversion.
 
-* ``.npy``: float [N, D]; record ids are the row numbers 0..N-1;
-* ``.jsonl``: one JSON object a line with ``embedding`` (list of numbers) and ``id`` (any JSON
-  scalar; the line's record number when absent); blank lines are skipped;
-* ``.parquet``: an ``embedding`` list column and an optional ``id`` column.
+The true texts come from REF, when given: ``.jsonl`` with ``id`` and ``text`` (ids are matched by
+their string form, so ``5`` and ``"5"`` are the same record), or ``.txt`` with one non-blank line
+per record in row order (blank lines are dropped, as ``evaluate.read_text_file`` does). Without
+REF, the texts stored beside the vectors (a store's documents, a file's ``text`` field) are the
+references when every record has one; ``no_texts`` ignores them.
 
-REF (optional) holds the true texts: ``.jsonl`` with ``id`` and ``text`` (ids are matched by their
-string form, so ``5`` and ``"5"`` are the same record), or ``.txt`` with one non-blank line per
-record in row order (blank lines are dropped, as ``evaluate.read_text_file`` does).
+**Risk scores.** Three candidates, none needing a reference: ``confidence``, the decoder's own
+belief (the mean probability it gave the tokens it committed, over the predicted positions up to
+and including the first EOS; padding after it is easy to predict and says nothing); ``cosine``,
+the reconstruction re-embedded by the model's encoder against the stored vector (the auditor owns
+the encoder); and ``combined``, a logistic regression on both and the log of the predicted length,
+fitted on held-out sentences (``RISK_COEF``, ``scripts/fit_risk.py``) as the probability that at
+least 25% of the tokens are recovered. ``risk`` is RISK_SCORE's; with REF the report compares all
+three (Spearman with token accuracy, AUC for ">= 25% of tokens" and for "an entity recovered").
 
-**Risk score.** The decoder's own belief that it has recovered the text: the mean probability it
-gave the tokens it committed (``Inversion.confidence``), over the positions of the predicted
-sentence up to and including its first EOS (padding after the EOS is excluded: it is easy to
-predict and says nothing about the content). It is in [0, 1] and needs no reference; with REF the
-report measures how well it ranks records by their real token accuracy (Spearman rank correlation
-and a calibration plot).
+**Personal data.** With reference texts, ``unembed.pii`` finds the entities of each (names,
+organisations, places, dates, money, numbers, e-mail addresses, phone numbers, URLs) and marks
+which came back in the reconstruction.
 
 Outputs in OUT:
 
 * ``reconstructions.jsonl``: per record ``id``, ``text``, ``tokens`` and ``confidence`` (one per
-  predicted position up to and including the EOS), ``risk``; with REF also ``reference``,
-  ``token_accuracy``, ``reference_tokens``, ``bleu`` (sentence), ``exact`` and ``cosine`` (the
-  reconstruction re-embedded by the model's encoder against the stored vector).
+  predicted position up to and including the EOS), ``risk``, ``decoder_confidence``, ``cosine``,
+  ``combined``; with REF also ``reference``, ``token_accuracy``, ``reference_tokens``, ``bleu``
+  (sentence), ``exact``, ``entities`` (``type``, ``text``, ``recovered``) and ``entities_recovered``.
 * ``report.md``, ``report.html`` (self-contained: inline CSS, plots embedded as data URIs) and the
   plots beside them (``recovery.png``, with REF ``calibration.png``); ``summary.json``.
 * ``progress.json``: the arguments and how far the run got. The input is streamed chunk by chunk;
@@ -42,7 +48,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,8 +56,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from . import pii
 from .evaluate import read_text_file
-from .inverter import Inverter
+from .inverter import Inverter, resolve_model_dir
 from .metrics import (
     bleu,
     cosine,
@@ -62,157 +69,31 @@ from .metrics import (
 )
 from .prepare import _read_json, _write_json
 from .sampling import STRATEGIES
+from .stores import CHUNK_SIZE, Chunk, Scan, Source, iter_chunks, open_source, scan
 
 log = logging.getLogger(__name__)
 
-FORMATS = (".npy", ".jsonl", ".parquet")
-CHUNK_SIZE = 1024
 TOP_N = 20
 RISK_EDGES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 ACCURACY_LEVELS = (0.25, 0.5, 0.75, 1.0)
 CALIBRATION_BINS = 10
 SCATTER_MAX = 5000
-RISK_DEFINITION = (
-    "mean probability the decoder gave its committed tokens, over the predicted positions up to and "
-    "including the first EOS"
-)
+# Candidate risk scores (every record carries all three; ``risk`` is RISK_SCORE's):
+RISK_DEFINITIONS = {
+    "confidence": "mean probability the decoder gave its committed tokens, over the predicted positions up to "
+    "and including the first EOS",
+    "cosine": "cosine between the reconstruction re-embedded by the model's encoder and the stored vector",
+    "combined": "logistic combination of decoder confidence, re-embedding cosine and the log of the predicted "
+    "length, calibrated as the probability that at least 25% of the record's tokens are recovered",
+}
+# Fitted by `python scripts/fit_risk.py runs/audit-val1000/reconstructions.jsonl` on an audit of the first
+# 1,000 validation-split sentences (scripts/split_texts.py) by the shipped model minilm-default.
+RISK_COEF = {"bias": -4.4253, "confidence": 7.456, "cosine": 7.569, "log_length": -2.5608}
+RISK_SCORE = "combined"
+RISK_DEFINITION = RISK_DEFINITIONS[RISK_SCORE]
 
 
-# ---- reading vectors --------------------------------------------------------------------------
-
-
-def _check_path(path: str | Path) -> Path:
-    p = Path(path)
-    if p.suffix not in FORMATS:
-        raise ValueError(f"unsupported vectors file {p.name} (use {', '.join(FORMATS)})")
-    if not p.is_file():
-        raise ValueError(f"vectors file not found: {path}")
-    return p
-
-
-def _npy_chunks(p: Path, chunk: int) -> Iterator[tuple[list, np.ndarray]]:
-    try:
-        arr = np.load(p, mmap_mode="r", allow_pickle=False)
-    except ValueError as exc:
-        raise ValueError(f"{p.name}: cannot read as a numeric .npy array ({str(exc).splitlines()[0]})") from None
-    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
-        raise ValueError(f"{p.name}: need a numeric [N, D] array, got {arr.dtype} shape {list(arr.shape)}")
-    for i in range(0, arr.shape[0], chunk):
-        yield list(range(i, min(i + chunk, arr.shape[0]))), np.asarray(arr[i : i + chunk], dtype=np.float32)
-
-
-def _jsonl_chunks(p: Path, chunk: int) -> Iterator[tuple[list, np.ndarray]]:
-    ids: list = []
-    rows: list[list[float]] = []
-    dim, count = None, 0
-    with open(p, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                row = [float(x) for x in rec["embedding"]]
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                raise ValueError(f"{p.name}:{n}: need a JSON object with an 'embedding' list of numbers") from None
-            if dim is not None and len(row) != dim:
-                raise ValueError(f"{p.name}:{n}: embedding has {len(row)} values, earlier ones {dim}")
-            dim = len(row)
-            ids.append(rec.get("id", count))
-            count += 1
-            rows.append(row)
-            if len(rows) == chunk:
-                yield ids, np.array(rows, dtype=np.float32)
-                ids, rows = [], []
-    if rows:
-        yield ids, np.array(rows, dtype=np.float32)
-
-
-def _parquet_chunks(p: Path, chunk: int) -> Iterator[tuple[list, np.ndarray]]:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    try:
-        pf = pq.ParquetFile(p)
-    except (pa.ArrowException, OSError) as exc:
-        raise ValueError(f"{p.name}: not a readable parquet file ({str(exc).splitlines()[0]})") from None
-    names = pf.schema_arrow.names
-    if "embedding" not in names:
-        raise ValueError(f"{p.name}: no 'embedding' column (columns: {', '.join(names)})")
-    columns = ["embedding"] + (["id"] if "id" in names else [])
-    start = 0
-    for batch in pf.iter_batches(batch_size=chunk, columns=columns):
-        emb = batch.column("embedding")
-        t = emb.type
-        if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)) or not (
-            pa.types.is_integer(t.value_type) or pa.types.is_floating(t.value_type)
-        ):
-            raise ValueError(f"{p.name}: column 'embedding' must be a list of numbers, got {t}")
-        lengths = pc.list_value_length(emb).to_numpy(zero_copy_only=False)
-        if emb.null_count or len(set(lengths.tolist())) > 1:
-            raise ValueError(f"{p.name}: 'embedding' has null or different-length rows near row {start}")
-        vecs = emb.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(batch), -1)
-        ids = batch.column("id").to_pylist() if "id" in columns else list(range(start, start + len(batch)))
-        start += len(batch)
-        yield ids, vecs
-
-
-def iter_vectors(path: str | Path, chunk: int = CHUNK_SIZE, limit: int | None = None, skip: int = 0):
-    """Yield (ids, float32 [b, D]) chunks of at most ``chunk`` records of a VECTORS file, records
-    ``skip`` .. ``limit``-1. Values are not validated here (``scan_vectors`` does that)."""
-    p = _check_path(path)
-    reader = {".npy": _npy_chunks, ".jsonl": _jsonl_chunks, ".parquet": _parquet_chunks}[p.suffix]
-    seen = 0
-    buf_ids: list = []
-    bufs: list[np.ndarray] = []
-    for ids, vecs in reader(p, chunk):
-        lo, hi = seen, seen + len(ids)
-        seen = hi
-        if limit is not None:
-            hi = min(hi, limit)
-        keep = slice(max(skip - lo, 0), max(hi - lo, 0))
-        buf_ids += ids[keep]
-        bufs.append(vecs[keep])
-        if len(buf_ids) >= chunk:  # re-cut so every chunk but the last holds exactly ``chunk`` records
-            allv = np.concatenate(bufs)
-            while len(buf_ids) >= chunk:
-                yield buf_ids[:chunk], allv[:chunk]
-                buf_ids, allv = buf_ids[chunk:], allv[chunk:]
-            bufs = [allv]
-        if limit is not None and seen >= limit:
-            break
-    if buf_ids:
-        yield buf_ids, np.concatenate(bufs)
-
-
-def scan_vectors(path: str | Path, dim: int, model: str, limit: int | None = None) -> list:
-    """Validate every record before any inversion; returns the record ids in order.
-
-    ValueError (one line) for a wrong dimension, NaN/inf, an all-zero vector, a duplicate id, an id
-    that is not a JSON scalar, or an empty file.
-    """
-    name = Path(path).name
-    ids: list = []
-    seen: set[str] = set()
-    for chunk_ids, vecs in iter_vectors(path, CHUNK_SIZE, limit):
-        if vecs.shape[1] != dim:
-            raise ValueError(f"{name}: vectors have dimension {vecs.shape[1]}, model {model} expects {dim}")
-        bad = ~np.isfinite(vecs).all(1)
-        if bad.any():
-            raise ValueError(f"{name}: record id {chunk_ids[int(bad.argmax())]!r} has NaN or infinite values")
-        zero = np.linalg.norm(vecs, axis=1) < 1e-12
-        if zero.any():
-            raise ValueError(f"{name}: record id {chunk_ids[int(zero.argmax())]!r} is an all-zero vector")
-        for i in chunk_ids:
-            if isinstance(i, (dict, list)) or i is None:
-                raise ValueError(f"{name}: record ids must be strings or numbers, got {i!r}")
-            if str(i) in seen:
-                raise ValueError(f"{name}: duplicate record id {i!r}")
-            seen.add(str(i))
-        ids += chunk_ids
-    if not ids:
-        raise ValueError(f"{name}: no vectors")
-    return ids
+# ---- reference texts --------------------------------------------------------------------------
 
 
 def load_reference(path: str | Path, ids: Sequence, limit: int | None = None) -> list[str]:
@@ -269,40 +150,61 @@ def invert_chunk(
     num_steps: int,
     seed: int,
     batch_size: int,
+    entities: str = "off",
+    on_batch=None,
 ) -> list[dict[str, Any]]:
-    """Invert [b, D] vectors; one reconstruction record per vector (see the module docstring)."""
+    """Invert [b, D] vectors; one reconstruction record per vector (see the module docstring).
+
+    ``on_batch(n)`` is called after each batch of n vectors is inverted (the progress bar)."""
     tok, eos = inv.tokenizer, inv.cfg.model.eos_id
-    inversions = inv.invert(vecs, strategy, num_steps, seed, batch_size)
+    inversions = []
+    for lo in range(0, len(vecs), batch_size):  # Inverter.invert restarts the seeded generator per batch too
+        inversions += inv.invert(vecs[lo : lo + batch_size], strategy, num_steps, seed, batch_size)
+        if on_batch is not None:
+            on_batch(min(batch_size, len(vecs) - lo))
     pred = np.array([x.ids for x in inversions])
     n_pos = reference_lengths(pred, eos)
+    recons = [x.text for x in inversions]
+    cos = cosine(inv.encoder.encode([t if t.strip() else "." for t in recons]), vecs)
     records = []
     for i, (x, n) in enumerate(zip(inversions, n_pos, strict=True)):
         conf = x.confidence[:n]
+        scores = risk_scores(float(np.mean(conf)), float(cos[i]), int(n))
         records.append(
             {
                 "id": ids[i],
                 "text": x.text,
                 "tokens": tok.token_strings(x.ids[:n]),
                 "confidence": conf,
-                "risk": round(float(np.mean(conf)), 4),
+                "risk": scores[RISK_SCORE],
+                "decoder_confidence": scores["confidence"],
+                "cosine": scores["cosine"],
+                "combined": scores["combined"],
             }
         )
     if refs is not None:
-        _add_measurements(inv, records, pred, refs, vecs)
+        _add_measurements(inv, records, pred, refs)
+        _add_entities(records, refs, entities)
     return records
 
 
-def _add_measurements(
-    inv: Inverter, records: list[dict], pred: np.ndarray, refs: Sequence[str], vecs: np.ndarray
-) -> None:
-    """Token accuracy, sentence BLEU, exact match and cosine of each record against its reference."""
+def risk_scores(confidence: float, cos: float, length: int) -> dict[str, float]:
+    """The candidate risk scores of one record (see RISK_DEFINITIONS), rounded to 4 decimals.
+
+    ``length``: predicted positions up to and including the first EOS (at least 1)."""
+    c = RISK_COEF
+    z = c["bias"] + c["confidence"] * confidence + c["cosine"] * cos + c["log_length"] * math.log(length)
+    combined = 1.0 / (1.0 + math.exp(-z))
+    return {"confidence": round(confidence, 4), "cosine": round(cos, 4), "combined": round(combined, 4)}
+
+
+def _add_measurements(inv: Inverter, records: list[dict], pred: np.ndarray, refs: Sequence[str]) -> None:
+    """Token accuracy, sentence BLEU and exact match of each record against its reference."""
     tok, eos = inv.tokenizer, inv.cfg.model.eos_id
     ref_ids = tok.encode(list(refs))
     accs = token_accuracy_per_row(pred, ref_ids, eos)
     lens = reference_lengths(ref_ids, eos)
-    recons = [r["text"] for r in records]
-    cos = cosine(inv.encoder.encode([t if t.strip() else "." for t in recons]), vecs)
-    for r, row, a, n, c in zip(records, ref_ids, accs, lens, cos, strict=True):
+    for r, row, a, n in zip(records, ref_ids, accs, lens, strict=True):
         ref = tok.decode(row)
         r.update(
             reference=ref,
@@ -310,8 +212,18 @@ def _add_measurements(
             reference_tokens=int(n),
             bleu=round(sentence_bleu(r["text"], ref), 2),
             exact=exact_match(r["text"], ref),
-            cosine=round(float(c), 4),
         )
+
+
+def _add_entities(records: list[dict], refs: Sequence[str], mode: str) -> None:
+    """The personal data of each reference (``pii.find`` on the full text, kept where it survives the
+    decoder's cut) and whether the reconstruction recovered it."""
+    if mode == "off":
+        return
+    for r, ents in zip(records, pii.find(list(refs), mode), strict=True):
+        kept = [e for e in ents if pii.recovered(e["text"], r["reference"])]
+        r["entities"] = pii.mark(kept, r["text"])
+        r["entities_recovered"] = sum(e["recovered"] for e in r["entities"])
 
 
 # ---- resumable run -----------------------------------------------------------------------------------
@@ -347,42 +259,72 @@ def _claim(out: Path, args: dict) -> dict:
     return state
 
 
-def _invert_all(inv: Inverter, out: Path, state: dict, ids: list, refs: list[str] | None, progress: bool) -> None:
+def _invert_all(inv: Inverter, out: Path, state: dict, source: Source, n: int, refs: _Refs, progress: bool) -> None:
     """Invert every record not yet recorded in progress.json, a chunk at a time."""
     a = state["args"]
     recon = out / "reconstructions.jsonl"
     with (
         open(recon, "ab") as fh,
-        tqdm(
-            total=len(ids), initial=state["done"], desc="auditing", unit="vec", disable=not progress, file=sys.stderr
-        ) as bar,
+        tqdm(total=n, initial=state["done"], desc="auditing", unit="vec", disable=not progress, file=sys.stderr) as bar,
     ):
-        for chunk_ids, vecs in iter_vectors(a["vectors"], a["chunk_size"], a["limit"], skip=state["done"]):
+        for chunk in iter_chunks(source, a["chunk_size"], a["limit"], skip=state["done"]):
             lo = state["done"]
-            chunk_refs = refs[lo : lo + len(chunk_ids)] if refs is not None else None
+            chunk_refs = refs.of(chunk, lo)
             records = invert_chunk(
-                inv, chunk_ids, vecs, chunk_refs, a["strategy"], a["num_steps"], a["seed"], a["batch_size"]
+                inv,
+                chunk.ids,
+                chunk.vectors,
+                chunk_refs,
+                a["strategy"],
+                a["num_steps"],
+                a["seed"],
+                a["batch_size"],
+                a["entities"],
+                bar.update,
             )
             fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode())
             fh.flush()
             os.fsync(fh.fileno())
             state.update(done=lo + len(records), bytes=fh.tell())
             _write_json(out / "progress.json", state)
-            bar.update(len(records))
 
 
-def _resolve_args(
-    inv: Inverter,
-    vectors: str,
-    texts: str | None,
-    strategy: str | None,
-    num_steps: int | None,
-    batch_size: int,
-    limit: int | None,
-    seed: int,
-    chunk_size: int,
-) -> dict:
-    """The arguments that decide the output (device and progress do not), validated."""
+@dataclass
+class _Refs:
+    """Where each record's true text comes from: a REF file (``texts``, in record order), the texts
+    stored beside the vectors (``stored``), or nowhere."""
+
+    label: str | None
+    texts: list[str] | None = None
+    stored: bool = False
+
+    def of(self, chunk: Chunk, lo: int) -> list[str] | None:
+        if self.texts is not None:
+            return self.texts[lo : lo + len(chunk.ids)]
+        if self.stored:
+            return [t.strip() for t in chunk.texts]
+        return None
+
+
+def _references(source: Source, found: Scan, texts: str | None, no_texts: bool, limit: int | None) -> _Refs:
+    """A REF file wins; else the stored texts when every record has one (unless ``no_texts``)."""
+    if texts and no_texts:
+        raise ValueError("give either --texts or --no-texts, not both")
+    if texts:
+        return _Refs(texts, load_reference(texts, found.ids, limit))
+    n, k = len(found.ids), found.with_text
+    if no_texts or k == 0:
+        return _Refs(None)
+    if k < n:
+        raise ValueError(
+            f"{source.label}: {n - k} of {n} records have no stored text, so leakage cannot be measured on "
+            "all of them: give the texts with --texts FILE or ignore them with --no-texts"
+        )
+    return _Refs(f"stored beside the vectors in {source.label}", stored=True)
+
+
+def _check_args(inv: Inverter, strategy, num_steps, batch_size: int, chunk_size: int, limit) -> tuple[str, int]:
+    """The strategy and number of steps to use (the model's defaults where None), validated."""
     strategy = strategy or inv.cfg.sample.strategy
     num_steps = num_steps or inv.cfg.sample.num_steps
     if strategy not in STRATEGIES:
@@ -393,19 +335,19 @@ def _resolve_args(
         raise ValueError(f"batch size and chunk size must be >= 1, got {batch_size} and {chunk_size}")
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be a positive number of vectors, got {limit}")
-    p = _check_path(vectors)
+    return strategy, num_steps
+
+
+def _output_args(inv: Inverter, source: Source, refs: _Refs, **settings) -> dict:
+    """The arguments that decide the output (device and progress do not): a resume must match them."""
+    texts = refs.label if refs.texts is None or refs.label is None else str(Path(refs.label).resolve())
     return {
-        "vectors": str(p.resolve()),
-        "vectors_bytes": p.stat().st_size,
-        "texts": str(Path(texts).resolve()) if texts else None,
+        "vectors": source.label,
+        "source": source.fingerprint,
+        "texts": texts,
         "model": inv.name,
         "encoder": inv.cfg.encoder.name,
-        "strategy": strategy,
-        "num_steps": num_steps,
-        "seed": seed,
-        "batch_size": batch_size,
-        "chunk_size": chunk_size,
-        "limit": limit,
+        **settings,
     }
 
 
@@ -420,41 +362,94 @@ def run_audit(
     device: str = "cpu",
     limit: int | None = None,
     *,
+    no_texts: bool = False,
+    entities: str = "spacy",
     seed: int = 0,
     chunk_size: int = CHUNK_SIZE,
     encoder=None,
     progress: bool = True,
 ) -> dict:
-    """Audit VECTORS (first ``limit`` records) with ``model``; REF ``texts`` optional. Returns the
-    summary dict (also written as summary.json) and writes the files listed in the module docstring.
+    """Audit a SOURCE (a file or a store URI, see ``unembed.stores``; first ``limit`` records) with
+    ``model``. The true texts come from REF ``texts``, else from the texts stored beside the vectors
+    (``no_texts`` ignores them); ``entities`` (spacy, regex or off) says how personal data is found
+    in them (``unembed.pii``). Returns the summary dict (also written as summary.json) and writes
+    the files listed in the module docstring.
 
     Rerunning the same call resumes an interrupted audit (or only rewrites the report when done).
     ``encoder`` replaces the model's encoder (tests). Bad input raises ValueError with one line,
-    before any vector is inverted.
+    before any vector is inverted and before OUT is created.
     """
     out_dir = Path(out)
     inv = Inverter.load(model, device=device, encoder=encoder)
-    args = _resolve_args(inv, vectors, texts, strategy, num_steps, batch_size, limit, seed, chunk_size)
-    ids = scan_vectors(vectors, inv.dim, inv.name, limit)
-    refs = load_reference(texts, ids, limit) if texts else None
+    strategy, num_steps = _check_args(inv, strategy, num_steps, batch_size, chunk_size, limit)
+    source = open_source(vectors)
+    found = scan(source, inv.dim, inv.name, limit, progress)
+    refs = _references(source, found, texts, no_texts, limit)
+    entities = entities if refs.label is not None else "off"
+    pii.check_mode(entities)
+    args = _output_args(
+        inv,
+        source,
+        refs,
+        strategy=strategy,
+        num_steps=num_steps,
+        seed=seed,
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        limit=limit,
+        entities=entities,
+        risk_score=RISK_SCORE,
+        risk_coef=RISK_COEF,
+    )
     state = _claim(out_dir, args)
-    if state["done"] < len(ids):
-        _invert_all(inv, out_dir, state, ids, refs, progress)
+    if state["done"] < len(found.ids):
+        _invert_all(inv, out_dir, state, source, len(found.ids), refs, progress)
     state["complete"] = True
     _write_json(out_dir / "progress.json", state)
-    summary = summarise(out_dir / "reconstructions.jsonl", refs is not None)
+    has_ref = refs.label is not None
+    summary = summarise(out_dir / "reconstructions.jsonl", has_ref)
     summary.update(
         model=inv.name,
         encoder=inv.cfg.encoder.name,
-        vectors=str(vectors),
-        texts=texts,
+        vectors=source.label,
+        texts=refs.label,
         strategy=args["strategy"],
         num_steps=args["num_steps"],
         seed=seed,
+        risk_score=RISK_SCORE,
         risk_definition=RISK_DEFINITION,
+        entities_mode=entities,
+        attacker=attacker_profile(inv, resolve_model_dir(model)),
     )
     write_report(out_dir, summary)
     return summary
+
+
+def attacker_profile(inv: Inverter, folder: Path) -> dict[str, Any]:
+    """The decoder behind an audit: name, encoder, size, and, where the model folder records its
+    training job (``training-job.json``, written by ``unembed gpu-train``), the sequences it was
+    trained on and its end-to-end token accuracy on the validation sentences decoded during training."""
+    profile = {
+        "model": inv.name,
+        "encoder": inv.cfg.encoder.name,
+        "parameters": sum(p.numel() for p in inv.model.parameters()),
+        "training_sequences": None,
+        "reference_set": None,
+        "reference_token_accuracy": None,
+    }
+    job_file = folder / "training-job.json"
+    if job_file.is_file():
+        job = _read_json(job_file)
+        run = job.get("runs", {}).get(job.get("best"), {})
+        log_rows = run.get("log") or [{}]
+        steps = log_rows[-1].get("train_step")
+        tr = inv.cfg.train
+        if steps:
+            profile["training_sequences"] = int(steps) * tr.batch_size * tr.grad_accum
+        if run.get("val_decode_acc") is not None:
+            profile["reference_set"] = f"{tr.eval_decode_n} validation-split sentences ({tr.eval_decode_steps} steps)"
+            profile["reference_token_accuracy"] = float(run["val_decode_acc"])
+    return profile
 
 
 # ---- summary -----------------------------------------------------------------------------------------
@@ -476,11 +471,23 @@ def _ranks(a: np.ndarray) -> np.ndarray:
     return (np.bincount(inverse, weights=ranks) / counts)[inverse]
 
 
+def auc(score: Sequence[float], label: Sequence[bool]) -> float:
+    """Area under the ROC curve of ``score`` for the positive ``label`` (Mann-Whitney, ties count half);
+    NaN when either class is empty."""
+    score, label = np.asarray(score, np.float64), np.asarray(label, bool)
+    n_pos, n_neg = int(label.sum()), int((~label).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = _ranks(score) + 1
+    return float((ranks[label].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 @dataclass
 class _Tally:
     """What the report needs, gathered in one pass over reconstructions.jsonl."""
 
     risk: list[float] = field(default_factory=list)
+    candidates: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in RISK_DEFINITIONS})
     acc: list[float] = field(default_factory=list)
     sbleu: list[float] = field(default_factory=list)
     ref_tokens: list[int] = field(default_factory=list)
@@ -489,6 +496,16 @@ class _Tally:
     recons: list[str] = field(default_factory=list)
     refs: list[str] = field(default_factory=list)
     top: list = field(default_factory=list)  # heap of (risk, -order, record without per-token arrays)
+    entity_hit: list[float] = field(default_factory=list)  # per record: 1/0 any entity recovered, NaN if none
+    by_type: dict[str, list[int]] = field(default_factory=dict)  # type -> [found, recovered]
+    pii_top: list = field(default_factory=list)  # heap of (entities recovered, token accuracy, -order, record)
+
+
+def _push(heap: list, item: tuple, n: int) -> None:
+    if len(heap) < n:
+        heapq.heappush(heap, item)
+    else:
+        heapq.heappushpop(heap, item)
 
 
 def _tally(path: Path, has_ref: bool, top_n: int) -> _Tally:
@@ -497,21 +514,32 @@ def _tally(path: Path, has_ref: bool, top_n: int) -> _Tally:
         for order, line in enumerate(fh):
             rec = json.loads(line)
             t.risk.append(rec["risk"])
+            for k, v in t.candidates.items():
+                v.append(rec[k if k != "confidence" else "decoder_confidence"])
+            t.cos.append(rec["cosine"])
             small = {k: v for k, v in rec.items() if k not in ("tokens", "confidence")}
-            item = (rec["risk"], -order, small)
-            if len(t.top) < top_n:
-                heapq.heappush(t.top, item)
-            else:
-                heapq.heappushpop(t.top, item)
+            _push(t.top, (rec["risk"], -order, small), top_n)
             if has_ref:
                 t.acc.append(rec["token_accuracy"])
                 t.sbleu.append(rec["bleu"])
                 t.ref_tokens.append(rec["reference_tokens"])
-                t.cos.append(rec["cosine"])
                 t.exact += bool(rec["exact"])
                 t.recons.append(rec["text"])
                 t.refs.append(rec["reference"])
+            if "entities" in rec:
+                _tally_entities(t, rec, small, order, top_n)
     return t
+
+
+def _tally_entities(t: _Tally, rec: dict, small: dict, order: int, top_n: int) -> None:
+    ents = rec["entities"]
+    t.entity_hit.append(float(rec["entities_recovered"] > 0) if ents else float("nan"))
+    for e in ents:
+        found_rec = t.by_type.setdefault(e["type"], [0, 0])
+        found_rec[0] += 1
+        found_rec[1] += bool(e["recovered"])
+    if rec["entities_recovered"]:
+        _push(t.pii_top, (rec["entities_recovered"], rec["token_accuracy"], -order, small), top_n)
 
 
 def summarise(path: Path, has_ref: bool, top_n: int = TOP_N) -> dict[str, Any]:
@@ -529,6 +557,7 @@ def summarise(path: Path, has_ref: bool, top_n: int = TOP_N) -> dict[str, Any]:
             for lo, hi, c in zip(edges[:-1], edges[1:], counts, strict=True)
         ],
         "most_exposed": [rec for _, _, rec in sorted(t.top, key=lambda x: (-x[0], -x[1]))],
+        "cosine": float(np.mean(t.cos)),
     }
     if has_ref:
         acc, lens = np.asarray(t.acc), np.asarray(t.ref_tokens)
@@ -537,23 +566,55 @@ def summarise(path: Path, has_ref: bool, top_n: int = TOP_N) -> dict[str, Any]:
             token_accuracy_mean=float(acc.mean()),
             exact_match=t.exact / len(acc),
             bleu=bleu(t.recons, t.refs),
-            cosine=float(np.mean(t.cos)),
             recovered_at_least={str(level): int((acc >= level - 1e-9).sum()) for level in ACCURACY_LEVELS},
             spearman_risk_vs_accuracy=spearman(risk, acc),
             spearman_risk_vs_bleu=spearman(risk, t.sbleu),
             calibration=calibration_bins(risk, acc, np.asarray(t.sbleu)),
             top_decile=top_decile(risk, acc, np.asarray(t.sbleu)),
+            risk_candidates=_compare_scores(t, acc),
         )
         s["_scatter"] = (risk, acc)
+    if t.entity_hit:
+        s["entities"] = _entity_summary(t)
     s["_risk"] = risk
     return s
+
+
+def _compare_scores(t: _Tally, acc: np.ndarray) -> dict[str, dict[str, float]]:
+    """Each candidate risk score against what was recovered: Spearman with token accuracy, AUC for
+    "at least 25% of tokens recovered" and, over records with entities, for "an entity recovered"."""
+    hit = np.asarray(t.entity_hit) if t.entity_hit else np.full(len(acc), np.nan)
+    with_ents = ~np.isnan(hit)
+    out = {}
+    for name, values in t.candidates.items():
+        v = np.asarray(values)
+        out[name] = {
+            "spearman_accuracy": spearman(v, acc),
+            "auc_25": auc(v, acc >= 0.25 - 1e-9),
+            "auc_entity": auc(v[with_ents], hit[with_ents] > 0) if with_ents.any() else float("nan"),
+        }
+    return out
+
+
+def _entity_summary(t: _Tally) -> dict[str, Any]:
+    hit = np.asarray(t.entity_hit)
+    with_ents = ~np.isnan(hit)
+    return {
+        "records_with_entities": int(with_ents.sum()),
+        "records_with_recovered": int((hit[with_ents] > 0).sum()),
+        "by_type": {
+            k: {"found": f, "recovered": r, "rate": r / f}
+            for k, (f, r) in sorted(t.by_type.items(), key=lambda kv: (-kv[1][0], kv[0]))
+        },
+        "most_exposed": [rec for *_, rec in sorted(t.pii_top, key=lambda x: (-x[0], -x[1], -x[2]))],
+    }
 
 
 def calibration_bins(
     risk: np.ndarray, acc: np.ndarray, sbleu: np.ndarray, bins: int = CALIBRATION_BINS
 ) -> list[dict[str, float]]:
     """Records sorted by risk, cut into ``bins`` groups of (nearly) equal size: mean risk, mean
-    measured token accuracy and mean sentence BLEU of each."""
+    measured token accuracy, share with token accuracy >= 25% and mean sentence BLEU of each."""
     order = np.argsort(risk, kind="mergesort")
     groups = [g for g in np.array_split(order, min(bins, len(order))) if len(g)]
     return [
@@ -561,6 +622,7 @@ def calibration_bins(
             "n": len(g),
             "risk": float(risk[g].mean()),
             "token_accuracy": float(acc[g].mean()),
+            "share_25": float((acc[g] >= 0.25 - 1e-9).mean()),
             "bleu": float(sbleu[g].mean()),
         }
         for g in groups
@@ -617,10 +679,11 @@ def build_sections(s: dict[str, Any]) -> list[Section]:
     overview = [
         f"Model `{s['model']}` (encoder `{s['encoder']}`), strategy `{s['strategy']}`, {s['num_steps']} steps, "
         f"seed {s['seed']}. Vectors: `{s['vectors']}` ({n} records). Reference texts: "
-        + (f"`{s['texts']}`." if s["texts"] else "none (only the decoder's own risk score is available)."),
-        f"Risk score: {s['risk_definition']}. Mean {s['risk_mean']:.3f}, median {s['risk_median']:.3f}.",
+        + (f"`{s['texts']}`." if s["texts"] else "none (only the risk score is available)."),
+        f"Risk score (`{s['risk_score']}`): {s['risk_definition']}. Mean {s['risk_mean']:.3f}, "
+        f"median {s['risk_median']:.3f}.",
     ]
-    sections = [Section("Overview", overview)]
+    sections = [Section("Overview", overview), _attacker_section(s)]
     if "token_accuracy" in s:
         rows = [
             ["token accuracy (pooled over reference tokens)", _pct(s["token_accuracy"])],
@@ -640,15 +703,100 @@ def build_sections(s: dict[str, Any]) -> list[Section]:
             )
         )
     rows = [[f"{b['low']:.1f}–{b['high']:.1f}", b["n"], _pct(b["n"] / n)] for b in s["risk_buckets"]]
-    paras = ["How many records the decoder believes it recovered, by risk score."]
+    paras = [f"How many records fall in each band of the risk score (`{s['risk_score']}`)."]
     if "recovered_at_least" in s:
         got = ", ".join(f"{c} ({_pct(c / n)}) at ≥{_pct(float(k))}" for k, c in s["recovered_at_least"].items())
         paras.append(f"Measured token accuracy: {got}.")
     sections.append(Section("Recovery", paras, "recovery.png", (["risk score", "records", "share"], rows)))
+    if "entities" in s:
+        sections.append(_entities_section(s))
+        if s["entities"]["most_exposed"]:
+            sections.append(_pii_exposed_section(s))
     sections.append(_exposed_section(s))
     if "calibration" in s:
         sections.append(_calibration_section(s))
+        sections.append(_candidates_section(s))
     return sections
+
+
+def _attacker_section(s: dict[str, Any]) -> Section:
+    """Who produced these figures, and why they are a lower bound."""
+    a = s["attacker"]
+    seqs = (
+        f"trained on {a['training_sequences']:,} sequences"
+        if a["training_sequences"]
+        else "training not recorded in the model folder"
+    )
+    ref = (
+        f"its token accuracy on {a['reference_set']} is {_pct(a['reference_token_accuracy'])}"
+        if a["reference_token_accuracy"] is not None
+        else "its token accuracy on a reference set is not recorded in the model folder"
+    )
+    here = f"; on these {s['n']} records it is {_pct(s['token_accuracy'])}" if "token_accuracy" in s else ""
+    return Section(
+        "Attacker",
+        [
+            f"These figures are what one attacker recovered: decoder `{a['model']}` ({a['parameters']:,} parameters, "
+            f"{seqs}) inverting encoder `{a['encoder']}`; {ref}{here}.",
+            "**They are a lower bound**, not an estimate of what leaks: a decoder trained longer, on text closer to "
+            "these records, or with more compute per record recovers more. A low figure here means this attacker "
+            "failed, not that the vectors are safe.",
+        ],
+    )
+
+
+def _entities_section(s: dict[str, Any]) -> Section:
+    e = s["entities"]
+    rows = [[k, v["found"], v["recovered"], _pct(v["rate"])] for k, v in e["by_type"].items()]
+    n_with = e["records_with_entities"]
+    paras = [
+        f"Personal data found in the reference texts (`{s['entities_mode']}`: spaCy's English model for names, "
+        "organisations, places, dates and amounts; regular expressions for e-mail addresses, phone numbers, URLs, "
+        "numbers and money) and how much of it came back in the reconstructions (the entity's words, in order).",
+        f"{n_with} of {s['n']} records hold personal data; in {e['records_with_recovered']} "
+        f"({_pct(e['records_with_recovered'] / n_with) if n_with else 'n/a'}) of them at least one item was "
+        "recovered.",
+    ]
+    sec = Section("Personal data", paras, table=(["type", "found", "recovered", "recovery rate"], rows))
+    return sec
+
+
+def _pii_exposed_section(s: dict[str, Any]) -> Section:
+    recs = s["entities"]["most_exposed"]
+    rows = [
+        [
+            r["id"],
+            ", ".join(f"{x['text']} ({x['type']})" for x in r["entities"] if x["recovered"]),
+            r["text"],
+            r["reference"],
+        ]
+        for r in recs
+    ]
+    return Section(
+        "Records whose personal data came back",
+        [f"The {len(recs)} records with the most recovered items (then the highest token accuracy)."],
+        table=(["id", "recovered", "reconstruction", "reference"], rows),
+    )
+
+
+def _candidates_section(s: dict[str, Any]) -> Section:
+    rows = [
+        [
+            f"`{k}`" + (" (used)" if k == s["risk_score"] else ""),
+            _rho(v["spearman_accuracy"]),
+            _rho(v["auc_25"]),
+            _rho(v["auc_entity"]),
+        ]
+        for k, v in s["risk_candidates"].items()
+    ]
+    paras = [
+        "How well each candidate risk score ranks these records by what was actually recovered: Spearman with token "
+        'accuracy, AUC for "at least 25% of tokens recovered" and, over records with personal data, for "an item '
+        'of personal data recovered" (0.5 = no better than chance). '
+        + "; ".join(f"`{k}`: {d}" for k, d in RISK_DEFINITIONS.items())
+        + ".",
+    ]
+    return Section("Risk score candidates", paras, table=(["score", "Spearman", "AUC ≥25% tokens", "AUC entity"], rows))
 
 
 def _rho(x: float) -> str:
@@ -667,8 +815,11 @@ def _calibration_section(s: dict[str, Any]) -> Section:
         f"token accuracy ≥ {_pct(t['level'])} (all records: {_pct(t['all_share_at_level'])}).",
         "Records sorted by risk score in groups of equal size:",
     ]
-    head = ["records", "mean risk score", "mean measured token accuracy", "mean sentence BLEU"]
-    rows = [[b["n"], f"{b['risk']:.3f}", _pct(b["token_accuracy"]), f"{b['bleu']:.1f}"] for b in s["calibration"]]
+    head = ["records", "mean risk score", "mean measured token accuracy", "share ≥25% tokens", "mean sentence BLEU"]
+    rows = [
+        [b["n"], f"{b['risk']:.3f}", _pct(b["token_accuracy"]), _pct(b["share_25"]), f"{b['bleu']:.1f}"]
+        for b in s["calibration"]
+    ]
     return Section(
         "Calibration: does the risk score predict measured accuracy?", paras, "calibration.png", (head, rows)
     )
@@ -750,7 +901,7 @@ def pyplot():
 def plot_recovery(s: dict[str, Any], path: Path) -> None:
     """PNG: histogram of risk scores and, with REF, of measured token accuracy."""
     plt = pyplot()
-    panels = [("risk score (decoder confidence)", s["_risk"])]
+    panels = [(f"risk score ({s['risk_score']})", s["_risk"])]
     if "_scatter" in s:
         panels.append(("measured token accuracy", s["_scatter"][1]))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
@@ -774,12 +925,14 @@ def plot_calibration(s: dict[str, Any], path: Path) -> None:
     ax.scatter(risk[pick], acc[pick], s=6, alpha=0.25, color="#4477aa", label="records")
     b = s["calibration"]
     ax.plot([x["risk"] for x in b], [x["token_accuracy"] for x in b], "o-", color="#cc3311", label="group means")
+    ax.plot([x["risk"] for x in b], [x["share_25"] for x in b], "s-", color="#228833", label="share ≥25% tokens")
     ax.plot([0, 1], [0, 1], "--", color="#999999", label="y = x")
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("risk score")
-    ax.set_ylabel("measured token accuracy")
-    ax.set_title(f"Spearman ρ = {s['spearman_risk_vs_accuracy']:.3f}")
+    ax.set_ylabel("measured token accuracy / share")
+    auc25 = s["risk_candidates"][s["risk_score"]]["auc_25"]
+    ax.set_title(f"{s['risk_score']}: Spearman ρ = {s['spearman_risk_vs_accuracy']:.3f}, AUC(≥25%) = {auc25:.3f}")
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("invert", help="invert texts (via their vectors) or a file of vectors")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", action="append", help="text to embed and invert (repeatable)")
-    src.add_argument("--vectors", help="FILE.npy [N, D], FILE.jsonl (id, embedding) or FILE.parquet")
+    src.add_argument("--vectors", help="FILE.npy|.jsonl|.parquet or a store URI (as for audit)")
     p.add_argument("--out", help="with --vectors: write JSONL results here (streamed; rerun to resume)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.add_argument("--json", action="store_true", help="print JSON lines")
@@ -162,8 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inversion_args(p)
 
     p = add("audit", help="invert a dump of stored vectors: per-record risk and a report (resumable)")
-    p.add_argument("vectors", help="FILE.npy [N, D], FILE.jsonl (id, embedding) or FILE.parquet (id, embedding)")
+    p.add_argument(
+        "vectors",
+        metavar="SOURCE",
+        help="FILE.npy|.jsonl|.parquet, or a store: chroma://DIR?collection=C, lancedb://DIR?table=T, "
+        "qdrant://DIR?collection=C, qdrant+http://HOST:PORT?collection=C, faiss://INDEX[?meta=FILE.jsonl], "
+        "postgresql://USER@HOST:PORT/DB?table=T&column=C[&id=ID&text=TEXT], milvus-lite://FILE.db?collection=C",
+    )
     p.add_argument("--texts", default=None, help="true texts: FILE.jsonl (id, text) or FILE.txt (in vector order)")
+    p.add_argument("--no-texts", action="store_true", help="ignore the texts stored beside the vectors")
+    p.add_argument(
+        "--entities", choices=["spacy", "regex", "off"], default="spacy", help="how personal data is found in texts"
+    )
     p.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
     p.add_argument("--limit", type=_positive_int, default=None, help="audit only the first N vectors")
     p.add_argument("--batch-size", type=_positive_int, default=64)
@@ -334,6 +344,12 @@ def in_file(path: str | None, flag: str) -> None:
         raise CliError(f"{flag} {path}: file not found")
 
 
+def in_source(spec: str, flag: str) -> None:
+    """A vector file, or a store URI (scheme://...), which the store's reader checks itself."""
+    if "://" not in spec:
+        in_file(spec, flag)
+
+
 def in_dir(path: str | None, flag: str, marker: str | None = None) -> None:
     if path is None:
         return
@@ -442,7 +458,7 @@ def cmd_invert(args) -> int:
             raise CliError("--out writes the results of --vectors; with --text the results are printed")
         _texts_are_utf8(args.text)
     else:
-        in_file(args.vectors, "--vectors")
+        in_source(args.vectors, "--vectors")
         if args.out:
             out_file(args.out, inputs=(args.vectors,), force=True)  # an existing one is checked below
     _device(args.device)
@@ -467,15 +483,17 @@ def cmd_invert(args) -> int:
 
 def _invert_file(inv, args) -> int:
     """Stream the inversions of a vectors file to --out (resumable, batch by batch) or stdout."""
-    from .audit import iter_vectors, scan_vectors
+    from .stores import iter_chunks, open_source, scan
 
-    ids = scan_vectors(args.vectors, inv.dim, inv.name)  # every record is checked before any inversion
-    sink = _ResumableJsonl(Path(args.out), _invert_args(inv, args), args.force, ids) if args.out else None
+    source = open_source(args.vectors)
+    ids = scan(source, inv.dim, inv.name).ids  # every record is checked before any inversion
+    run_args = _invert_args(inv, args, source)
+    sink = _ResumableJsonl(Path(args.out), run_args, args.force, ids) if args.out else None
     done = sink.done if sink else 0
     with _progress_bar(len(ids), done, "invert", not args.no_progress) as bar:
-        for chunk_ids, vecs in iter_vectors(args.vectors, args.batch_size, skip=done):
-            results = inv.invert(vecs, args.strategy, args.steps, args.seed, batch_size=args.batch_size)
-            pairs = list(zip(chunk_ids, results))
+        for chunk in iter_chunks(source, args.batch_size, skip=done):
+            results = inv.invert(chunk.vectors, args.strategy, args.steps, args.seed, batch_size=args.batch_size)
+            pairs = list(zip(chunk.ids, results))
             lines = [json.dumps({"id": i, "text": r.text, "confidence": r.confidence}) for i, r in pairs]
             if sink:
                 sink.write(lines)
@@ -489,12 +507,10 @@ def _invert_file(inv, args) -> int:
     return 0
 
 
-def _invert_args(inv, args) -> dict:
-    st = Path(args.vectors).stat()
+def _invert_args(inv, args, source) -> dict:
     return {
-        "vectors": str(Path(args.vectors).resolve()),
-        "vectors_size": st.st_size,
-        "vectors_mtime_ns": st.st_mtime_ns,
+        "vectors": source.label,  # no credentials
+        "fingerprint": json.loads(json.dumps(source.fingerprint, default=str)),  # changes when the data does
         "model": inv.name,
         "strategy": args.strategy,
         "steps": args.steps,
@@ -573,7 +589,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    in_file(args.vectors, "vectors")
+    in_source(args.vectors, "vectors")
     in_file(args.texts, "--texts")
     out_dir(args.out)
     _device(args.device)
@@ -589,6 +605,8 @@ def cmd_audit(args) -> int:
         batch_size=args.batch_size,
         device=args.device,
         limit=args.limit,
+        no_texts=args.no_texts,
+        entities=args.entities,
         seed=args.seed,
         progress=not args.no_progress,
     )
