@@ -72,6 +72,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--strategies", default="confidence")
+    ap.add_argument("--lengths", default="free,first-pass,head,oracle", help="length options to decode with")
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--train-limit", type=int, default=None, help="train rows for the head (default: all)")
@@ -115,8 +116,9 @@ def main() -> None:
     for name, ln in options.items():
         if ln is not None:
             results["length"][name] = length_report(ln, true)
+    chosen = args.lengths.split(",")
     for strategy in args.strategies.split(","):
-        for name, ln in options.items():
+        for name, ln in ((k, v) for k, v in options.items() if k in chosen):
             t1 = time.time()
             ids = decode(model, cond, ln, strategy, args.steps, inv.cfg.schedule)
             preds = [inv.tokenizer.decode(r) for r in ids]

@@ -451,6 +451,7 @@ def _context(
         "model": inv.name,
         "encoder": inv.cfg.encoder.name,
         "seq_len": inv.cfg.model.seq_len,
+        "length": inv.length_mode(),  # head: EOS fixed from the length head before the first pass
         "data": targets.description,
         "vectors": targets.vector_source,
         "reference_form": "text through the decoder tokenizer and back (cut to seq_len-1 tokens)",
