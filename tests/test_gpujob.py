@@ -64,6 +64,7 @@ def test_dry_run_pack_prepare_train_export_load(tmp_path, caplog):
     assert texts == LINES and sources[49:51] == ["toy", "b"] and set(np.unique(splits)) <= {0, 1, 2}
     with pytest.raises(ValueError, match="over the 1 MB limit"):
         pack(str(corpus), "minilm", str(tmp_path / "pack2"), max_mb=1, fidelity_n=8)
+    assert not (tmp_path / "pack2").exists()  # a refused pack leaves nothing behind
 
     out = tmp_path / "out"
     result = run_job(

@@ -179,17 +179,30 @@ def pack(
     The encoder precision is the first of ``precisions`` whose vectors, on ``fidelity_n`` corpus
     sentences (every k-th), have cosine >= MIN_COSINE to the fp32 encoder's at the minimum.
     """
+    src, out_dir = Path(corpus), Path(out)
+    if not src.is_file():
+        raise ValueError(f"corpus file not found: {corpus}")
+    texts, sources = _read_corpus(src)
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _write_pack(out_dir, texts, sources, encoder, max_mb, fidelity_n, precisions)
+    except BaseException:  # a refused or failed pack leaves nothing of itself behind
+        for name in ("sentences.txt.xz", "splits.u8.xz", "pack.json"):
+            (out_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(out_dir / "encoder", ignore_errors=True)
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def _write_pack(out_dir: Path, texts, sources, encoder: str, max_mb: float, fidelity_n: int, precisions) -> dict:
     from safetensors.torch import save_file
 
     from .corpus import split_of
     from .encoders import HFEncoder, resolve_source
     from .prepare import SPLIT_CODES
 
-    src, out_dir = Path(corpus), Path(out)
-    if not src.is_file():
-        raise ValueError(f"corpus file not found: {corpus}")
-    texts, sources = _read_corpus(src)
-    out_dir.mkdir(parents=True, exist_ok=True)
     with lzma.open(out_dir / "sentences.txt.xz", "wt", encoding="utf-8", preset=9) as fh:
         fh.write("\n".join(texts) + "\n")
     splits = bytes(SPLIT_CODES[split_of(t)] for t in texts)
