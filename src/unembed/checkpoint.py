@@ -73,6 +73,15 @@ def _shard(weights: dict[str, torch.Tensor], shard_mb: float) -> list[dict[str, 
     return [s for s in shards if s]
 
 
+def read_safetensors_dir(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of every ``*.safetensors`` file in a folder (an encoder's own weights), as stored."""
+    files = sorted(Path(folder).glob("*.safetensors")) if Path(folder).is_dir() else []
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    return state
+
+
 def load_weights(folder: Path) -> dict[str, torch.Tensor]:
     """Read all weight shards of a model folder into one state dict (float32)."""
     folder = Path(folder)

@@ -98,14 +98,11 @@ def _group(precision: str) -> int:
 
 
 def _encoder_state(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+    from .checkpoint import read_safetensors_dir
 
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
+    state = read_safetensors_dir(folder)
+    if not state:
         raise ValueError(f"encoder folder {folder} holds no safetensors weights")
-    state: dict[str, torch.Tensor] = {}
-    for f in files:
-        state.update(load_file(str(f)))
     return state
 
 

@@ -156,17 +156,13 @@ def make_optimizer(model: nn.Module, cfg: Config, device: torch.device) -> torch
 
 def encoder_state(name: str) -> dict[str, torch.Tensor]:
     """The encoder's own weights (for model.init=encoder), read from its safetensors file."""
-    from safetensors.torch import load_file
-
+    from .checkpoint import read_safetensors_dir
     from .encoders import resolve_source
 
     source, _ = resolve_source(name)
-    files = sorted(Path(source).glob("*.safetensors")) if Path(source).is_dir() else []
-    if not files:
+    state = read_safetensors_dir(Path(source))
+    if not state:
         raise ValueError(f"model.init=encoder needs local safetensors weights for encoder {name!r}")
-    state: dict[str, torch.Tensor] = {}
-    for f in files:
-        state.update(load_file(str(f)))
     return state
 
 
