@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from unembed.cli import STRATEGY_NAMES, main
+from unembed.cli import LENGTH_MODES, PRECISIONS, STRATEGY_NAMES, main
 from unembed.prepare import run_prepare
 
 CPU_BUILD = torch.version.cuda is None
@@ -83,6 +83,10 @@ CASES = [
     (["invert", "--model", "M", "--text", "hi", "--steps", "99"], "between 1 and 16"),
     (["invert", "--model", "M", "--text", "hi", "--strategy", "beam"], "unknown strategy 'beam'"),
     (["invert", "--model", "M", "--text", "hi", "--device", "foo"], "unknown device 'foo'"),
+    (["invert", "--model", "M", "--text", "hi", "--precision", "fp16"], "invalid choice: 'fp16'"),
+    (["invert", "--model", "M", "--text", "hi", "--length", "oracle"], "invalid choice: 'oracle'"),
+    (["evaluate", "--model", "M", "--texts", "T", "--precision", "int4"], "invalid choice: 'int4'"),
+    (["serve", "--model", "M", "--precision", "half"], "invalid choice: 'half'"),
     pytest.param(
         ["invert", "--model", "M", "--text", "hi", "--device", "cuda"],
         "CPU-only",
@@ -240,9 +244,11 @@ def test_verbose_flag_works_after_the_subcommand(capsys, places):
 
 
 def test_help_lists_every_strategy_and_imports_no_torch():
+    from unembed import inverter, precision
     from unembed.sampling import STRATEGIES
 
     assert tuple(STRATEGY_NAMES) == tuple(STRATEGIES)
+    assert LENGTH_MODES == inverter.LENGTH_MODES and PRECISIONS == precision.PRECISIONS
     probe = (
         "import sys, time; t = time.perf_counter(); import unembed.cli as c\n"
         "try:\n    c.main(['invert', '--help'])\nexcept SystemExit:\n    pass\n"

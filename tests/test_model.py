@@ -66,3 +66,20 @@ def test_init_from_encoder_copies_matching_tensors():
     assert torch.equal(m.pos.weight, state["embeddings.position_embeddings.weight"][:16])
     assert torch.equal(m.blocks[0].fc1.weight, state["encoder.layer.0.intermediate.dense.weight"])
     assert m.blocks[0].ada.weight.abs().sum() == 0
+
+
+def test_visible_rows_match_their_sentence_alone():
+    """forward(visible=n): each row's positions 0..n are what the row alone, cut at n, gives."""
+    torch.manual_seed(0)
+    cfg = resolve_derived(load_config("tiny"), 100, 8, 99, 0, 1)
+    m = Denoiser(cfg.model).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ids, t, cond = torch.randint(0, 99, (3, 10)), torch.rand(3), torch.randn(3, 8)
+    visible = torch.tensor([4, 9, 0])
+    with torch.no_grad():
+        both = m(ids, t, cond, visible)
+        for i, n in enumerate(visible.tolist()):
+            alone = m(ids[i : i + 1, : n + 1], t[i : i + 1], cond[i : i + 1])
+            torch.testing.assert_close(both[i, : n + 1], alone[0], rtol=1e-4, atol=1e-5)

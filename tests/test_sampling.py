@@ -163,3 +163,53 @@ def test_bad_lengths(length_model):
     for bad in (torch.tensor([16]), torch.tensor([-1]), torch.tensor([1, 2])):
         with pytest.raises(ValueError, match="lengths"):
             list(denoise(length_model, torch.randn(1, 8), lengths=bad))
+
+
+@pytest.mark.parametrize("strategy", ["confidence", "two-stage"])
+def test_compact_rows_do_not_depend_on_their_batch(length_model, strategy):
+    """Compact passes attend only to each row's own sentence: a row decodes the same alone or
+    batched with longer and shorter ones (what lets the server and invert batch freely)."""
+    cond, lengths = torch.randn(4, 8), torch.tensor([2, 9, 5, 15])
+    together = list(denoise(length_model, cond, strategy=strategy, num_steps=4, lengths=lengths))[-1].ids
+    for i in range(4):
+        alone = list(denoise(length_model, cond[i : i + 1], strategy=strategy, num_steps=4, lengths=lengths[i : i + 1]))
+        assert torch.equal(alone[-1].ids[0], together[i])
+
+
+def test_compact_runs_passes_on_the_sentence_only(length_model):
+    """Each pass of a compact decode computes positions up to the longest row's EOS, no further."""
+    widths = []
+
+    class Widths(CountingModel):
+        def forward(self, ids, *a):
+            widths.append(ids.shape[1])
+            return self.inner(ids, *a)
+
+    lengths = torch.tensor([3, 6])
+    list(denoise(Widths(length_model), torch.randn(2, 8), num_steps=4, lengths=lengths))
+    assert widths == [7, 7, 7, 7]
+    widths.clear()
+    list(denoise(Widths(length_model), torch.randn(2, 8), num_steps=4, lengths=lengths, compact=False))
+    assert widths == [L] * 4
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("with_length", [False, True])
+def test_a_generator_per_row_decodes_each_row_as_alone(length_model, strategy, with_length):
+    """With one generator per row, random strategies batch: each row is what it is alone."""
+    cond, lengths = torch.randn(3, 8), torch.tensor([4, 15, 8])
+    seeds = [5, 6, 7]
+    kw = {"strategy": strategy, "num_steps": 5}
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    together = list(denoise(length_model, cond, generator=gens, lengths=lengths if with_length else None, **kw))
+    for i, s in enumerate(seeds):
+        ln = lengths[i : i + 1] if with_length else None
+        alone = list(
+            denoise(length_model, cond[i : i + 1], generator=torch.Generator().manual_seed(s), lengths=ln, **kw)
+        )
+        assert torch.equal(alone[-1].ids[0], together[-1].ids[i])
+
+
+def test_a_generator_per_row_needs_one_per_row(length_model):
+    with pytest.raises(ValueError, match="one generator per row"):
+        list(denoise(length_model, torch.randn(2, 8), generator=[torch.Generator()]))

@@ -368,6 +368,7 @@ def run_audit(
     chunk_size: int = CHUNK_SIZE,
     encoder=None,
     progress: bool = True,
+    sample: dict | None = None,
 ) -> dict:
     """Audit a SOURCE (a file or a store URI, see ``unembed.stores``; first ``limit`` records) with
     ``model``. The true texts come from REF ``texts``, else from the texts stored beside the vectors
@@ -376,11 +377,12 @@ def run_audit(
     the files listed in the module docstring.
 
     Rerunning the same call resumes an interrupted audit (or only rewrites the report when done).
-    ``encoder`` replaces the model's encoder (tests). Bad input raises ValueError with one line,
+    ``encoder`` replaces the model's encoder (tests); ``sample`` overrides the model's decoding
+    settings (Inverter.load). Bad input raises ValueError with one line,
     before any vector is inverted and before OUT is created.
     """
     out_dir = Path(out)
-    inv = Inverter.load(model, device=device, encoder=encoder)
+    inv = Inverter.load(model, device=device, encoder=encoder, sample=sample)
     strategy, num_steps = _check_args(inv, strategy, num_steps, batch_size, chunk_size, limit)
     source = open_source(vectors)
     found = scan(source, inv.dim, inv.name, limit, progress)

@@ -24,6 +24,8 @@ EXIT_USAGE = 2
 EXIT_CRASH = 1
 # The names of sampling.STRATEGIES, spelled here so that --help needs no torch (a test keeps them equal).
 STRATEGY_NAMES = ("confidence", "euler", "remask", "two-stage")
+LENGTH_MODES = ("auto", "head", "free")  # inverter.LENGTH_MODES (kept here: the parser imports no torch)
+PRECISIONS = ("auto", "fp32", "bf16", "int8")  # precision.PRECISIONS
 
 
 class CliError(Exception):
@@ -97,6 +99,20 @@ def _add_inversion_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=_positive_int, default=None, help="decoder forward passes, 1..L (model's default)")
     p.add_argument("--seed", type=_int, default=0)
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps")
+    p.add_argument(
+        "--length", choices=LENGTH_MODES, default=None, help="auto | head (length head fixes EOS first) | free"
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="decoding weights: auto (int8 on a CPU) | fp32 | bf16 | int8",
+    )
+
+
+def _sample(args) -> dict:
+    """The decoding settings given on the command line (None: the model's own)."""
+    return {"length": args.length, "precision": args.precision}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_port, default=8080)
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="decoding weights: auto (int8 on a CPU) | fp32 | bf16 | int8",
+    )
 
     p = add("gpu-pack", help="pack sentences (xz) + encoder (int8 groups or float16) for the GPU job")
     p.add_argument("--corpus", required=True, help="sentence JSONL made by `unembed corpus`")
@@ -464,7 +486,7 @@ def cmd_invert(args) -> int:
     _device(args.device)
     from .inverter import Inverter
 
-    inv = Inverter.load(args.model, device=args.device)
+    inv = Inverter.load(args.model, device=args.device, sample=_sample(args))
     if args.steps is not None and args.steps > inv.cfg.model.seq_len:
         raise CliError(f"--steps must be between 1 and {inv.cfg.model.seq_len} for model {inv.name}, got {args.steps}")
     if args.text is None:
@@ -584,6 +606,7 @@ def cmd_evaluate(args) -> int:
         seed=args.seed,
         device=args.device,
         batch_size=args.batch_size,
+        sample=_sample(args),
     )
     return 0
 
@@ -609,6 +632,7 @@ def cmd_audit(args) -> int:
         entities=args.entities,
         seed=args.seed,
         progress=not args.no_progress,
+        sample=_sample(args),
     )
     print(f"audited {summary['n']} vectors: {Path(args.out) / 'report.md'} and report.html", file=sys.stderr)
     return 0
@@ -638,6 +662,7 @@ def cmd_defend(args) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         progress=not args.no_progress,
+        sample=_sample(args),
     )
     print((Path(args.out) / "defend.md").read_text())
     return 0
@@ -647,7 +672,8 @@ def cmd_serve(args) -> int:
     _device(args.device)
     from .server.app import serve
 
-    serve(models=args.model or ["default"], host=args.host, port=args.port, device=args.device)
+    sample = {"precision": args.precision}
+    serve(models=args.model or ["default"], host=args.host, port=args.port, device=args.device, sample=sample)
     return 0
 
 

@@ -101,6 +101,8 @@ class SampleConfig:
     remask_ratio: float = 0.05
     refine_ratio: float = 0.25
     length: str = "auto"  # auto: the length head when the model has one | head | free (no length first)
+    precision: str = "auto"  # decoding weights: auto (int8 on a CPU) | fp32 | bf16 | int8 (precision.py)
+    compact: bool = True  # with a committed length, passes compute each sentence up to its EOS only
 
 
 @dataclass(frozen=True)
@@ -303,6 +305,7 @@ def validate(cfg: Config) -> None:
         (t.length_loss >= 0, "train.length_loss must be >= 0"),
         (0 <= t.length_reveal <= 1, "train.length_reveal must be in [0, 1]"),
         (sa.length in ("auto", "head", "free"), "sample.length must be auto, head or free"),
+        (sa.precision in ("auto", "fp32", "bf16", "int8"), "sample.precision must be auto, fp32, bf16 or int8"),
         (t.batch_size >= 1 and t.grad_accum >= 1, "train.batch_size and grad_accum >= 1"),
         (t.lr > 0 and 0 <= t.ema_decay < 1, "train.lr > 0 and 0 <= train.ema_decay < 1"),
         (t.max_steps >= 1 and t.max_minutes >= 0, "train.max_steps must be >= 1 and train.max_minutes >= 0"),
@@ -314,6 +317,16 @@ def validate(cfg: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
+
+
+def with_sample(cfg: Config, overrides: dict[str, Any] | None) -> Config:
+    """``cfg`` with some ``sample`` settings replaced (None values are ignored), validated."""
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if not given:
+        return cfg
+    out = _apply(cfg, {"sample": given})
+    validate(out)
+    return out
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

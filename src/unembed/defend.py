@@ -305,13 +305,14 @@ def _attack_sizes(attack_k: Sequence[int] | None, pool: int) -> list[int]:
 
 
 def _load_noise_model(
-    noise_model: str | None, inv: Inverter, defenses: list[Defense], device: str, encoder
+    noise_model: str | None, inv: Inverter, defenses: list[Defense], device: str, encoder, sample=None
 ) -> Inverter | None:
     if noise_model is None:
         return None
     if not any(d.kind == "noise" for d in defenses):
         raise ValueError("--noise-model given but no noise:SIGMA defense to attack with it")
-    noisy = Inverter.load(noise_model, device=device, encoder=encoder if encoder is not None else inv.encoder)
+    enc = encoder if encoder is not None else inv.encoder
+    noisy = Inverter.load(noise_model, device=device, encoder=enc, sample=sample)
     if (noisy.cfg.encoder.name, noisy.dim) != (inv.cfg.encoder.name, inv.dim):
         raise ValueError(
             f"noise model {noisy.name} is for encoder {noisy.cfg.encoder.name!r} ({noisy.dim}-d), "
@@ -339,13 +340,15 @@ def run_defend(
     batch_size: int = 64,
     encoder=None,
     progress: bool = True,
+    sample: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Measure each defense's leakage (naive and adaptive attackers) and utility on the first
     ``limit`` rows of ``split`` ('all' for every row) of a prepared folder; writes defend.json,
     defend.md and privacy_utility.png into ``out`` and returns the defend.json dict.
 
     A row 'none' (clean vectors) comes first as the baseline. ``encoder`` replaces the models'
-    encoder (tests). Bad input raises ValueError with a one-line message before any inversion.
+    encoder (tests); ``sample`` overrides the models' decoding settings (Inverter.load). Bad input
+    raises ValueError with a one-line message before any inversion.
     """
     if not defenses:
         raise ValueError(f"give at least one --defense ({USAGE})")
@@ -353,14 +356,14 @@ def run_defend(
         raise ValueError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be a positive number of rows, got {limit}")
-    inv = Inverter.load(model, device=device, encoder=encoder)
+    inv = Inverter.load(model, device=device, encoder=encoder, sample=sample)
     strategy = strategy or inv.cfg.sample.strategy
     num_steps = num_steps or inv.cfg.sample.num_steps
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
     parsed = [parse_defense(s, inv.dim) for s in dict.fromkeys(defenses)]
     _attack_sizes(attack_k, 1)  # bad values fail before any work
-    noise_inv = _load_noise_model(noise_model, inv, parsed, device, encoder)
+    noise_inv = _load_noise_model(noise_model, inv, parsed, device, encoder, sample)
     targets = load_targets(inv, None, data, None if split == "all" else split, limit)
     n = len(targets.texts)
     description = f"{data} split {split} ({n} rows, {targets.vector_source} vectors)"

@@ -396,16 +396,18 @@ def run_evaluate(
     encoder=None,
     latency_sample: int = 32,
     progress: bool = True,
+    sample: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` end to end on a text file or a prepared split; returns the report dict.
 
     The report holds REPORT_KEYS plus context (model, data, vector source, costs, teacher-forced
     accuracy); with ``sweep`` it also holds ``sweep``, a list of SWEEP_KEYS rows. Writes files only
     when ``out`` is given; prints Markdown tables to stdout. ``encoder`` replaces the model's encoder
-    (tests). Bad input raises ValueError with a one-line message.
+    (tests); ``sample`` overrides the model's decoding settings (Inverter.load). Bad input raises
+    ValueError with a one-line message.
     """
     _check_args(texts, data, limit, rerank, batch_size)
-    inv = Inverter.load(model, device=device, encoder=encoder)
+    inv = Inverter.load(model, device=device, encoder=encoder, sample=sample)
     strategy = inv.cfg.sample.strategy if strategy is None else strategy
     num_steps = inv.cfg.sample.num_steps if num_steps is None else num_steps
     if strategy not in STRATEGIES:

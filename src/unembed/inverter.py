@@ -16,17 +16,18 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
 from .checkpoint import load_model
-from .config import Config
+from .config import Config, with_sample
 from .devices import check_device
 from .length import predict_lengths
 from .metrics import cosine, token_accuracy_per_row
+from .precision import for_inference
 from .sampling import STRATEGIES, StepState, denoise, final
 from .text import DecoderTokenizer
 
@@ -103,11 +104,23 @@ class Inverter:
         self._encoder = encoder
 
     @classmethod
-    def load(cls, name: str = "default", device: str = "cpu", encoder: Encoder | None = None) -> Inverter:
-        """A model by name (see :func:`models_path`) or folder; ``encoder`` replaces the model's own."""
+    def load(
+        cls,
+        name: str = "default",
+        device: str = "cpu",
+        encoder: Encoder | None = None,
+        sample: dict[str, Any] | None = None,
+    ) -> Inverter:
+        """A model by name (see :func:`models_path`) or folder; ``encoder`` replaces the model's own.
+
+        ``sample`` overrides the model's decoding settings (``cfg.sample``: strategy, num_steps,
+        length, precision, compact, ...), e.g. ``{"precision": "int8"}``; None values are ignored.
+        """
         check_device(device)
         folder = resolve_model_dir(name)
         cfg, model = load_model(folder, device)
+        cfg = with_sample(cfg, sample)
+        model = for_inference(model, cfg.sample.precision)
         if encoder is None:
             hf_tok = _load_tokenizer(cfg.encoder.name)
         else:
@@ -175,12 +188,14 @@ class Inverter:
         vectors: ArrayLike,
         strategy: str | None = None,
         num_steps: int | None = None,
-        seed: int = 0,
+        seed: int | Sequence[int] = 0,
         length: str | None = None,
     ) -> Iterator[StepState]:
         """Yield one StepState per decoder forward pass (the generator the CLI and server share).
 
         ``length``: 'auto' (default: the length head when the model has one), 'head' or 'free'.
+        ``seed``: one seed for the batch, or one per row (each row then decodes as it would alone
+        with its seed, whatever else is in the batch: how the server batches random strategies).
         """
         sc, sa = self.cfg.schedule, self.cfg.sample
         strategy = strategy or sa.strategy
@@ -192,7 +207,12 @@ class Inverter:
         mode = self.length_mode(length)
         cond = self.check_vectors(vectors)
         lengths = predict_lengths(self.model, cond) if mode == "head" else None
-        gen = torch.Generator(device=self.device).manual_seed(seed)
+        if isinstance(seed, int):
+            gen = torch.Generator(device=self.device).manual_seed(seed)
+        else:
+            if len(seed) != cond.shape[0]:
+                raise ValueError(f"give one seed per vector: {len(seed)} seeds for {cond.shape[0]} vectors")
+            gen = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seed]
         return denoise(
             self.model,
             cond,
@@ -206,6 +226,7 @@ class Inverter:
             remask_ratio=sa.remask_ratio,
             refine_ratio=sa.refine_ratio,
             lengths=lengths,
+            compact=sa.compact,
         )
 
     def invert(
@@ -217,15 +238,31 @@ class Inverter:
         batch_size: int = 256,
         length: str | None = None,
     ) -> list[Inversion]:
-        """Invert [B, D] vectors in batches of batch_size; each batch restarts the seeded generator."""
+        """Invert [B, D] vectors in batches of batch_size; each batch restarts the seeded generator.
+
+        With a committed length and compact passes, the rows are batched in order of predicted
+        length (results come back in input order), so that a batch's passes run on about its
+        sentences' own length instead of its longest one's.
+        """
         rows = _as_array(vectors, np.float32)
         rows = rows[None] if rows.ndim == 1 else rows
         if rows.shape[0] == 0:
             raise ValueError("no vectors to invert")
-        out: list[Inversion] = []
+        order = np.arange(len(rows))
+        if len(rows) > batch_size and self.length_mode(length) == "head" and self.cfg.sample.compact:
+            with torch.inference_mode():
+                lens = [
+                    predict_lengths(self.model, self.check_vectors(rows[i : i + MAX_BATCH]))
+                    for i in range(0, len(rows), MAX_BATCH)
+                ]
+            order = np.argsort(torch.cat(lens).cpu().numpy(), kind="stable")
+        out: list[Inversion | None] = [None] * len(rows)
         for i in range(0, len(rows), batch_size):
-            out.extend(self._results(final(self.stream(rows[i : i + batch_size], strategy, num_steps, seed, length))))
-        return out
+            take = order[i : i + batch_size]
+            done = self._results(final(self.stream(rows[take], strategy, num_steps, seed, length)))
+            for j, res in zip(take.tolist(), done):
+                out[j] = res
+        return out  # type: ignore[return-value]
 
     def _results(self, state: StepState) -> list[Inversion]:
         ids, conf = state.ids.cpu().numpy(), state.confidence.float().cpu().numpy()

@@ -48,17 +48,17 @@ class Block(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.ada = nn.Linear(w, 6 * w)  # shift, scale, gate for attention and MLP
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """x [B, L, W], c [B, W] (already SiLU'd) -> [B, L, W]."""
+    def forward(self, x: torch.Tensor, c: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, L, W], c [B, W] (already SiLU'd), keys [B, 1, 1, L] bool or None -> [B, L, W]."""
         s1, sc1, g1, s2, sc2, g2 = self.ada(c).chunk(6, dim=-1)
-        x = x + g1.unsqueeze(1) * self.drop(self._attn(modulate(self.norm1(x), s1, sc1)))
+        x = x + g1.unsqueeze(1) * self.drop(self._attn(modulate(self.norm1(x), s1, sc1), keys))
         h = self.fc2(F.gelu(self.fc1(modulate(self.norm2(x), s2, sc2))))
         return x + g2.unsqueeze(1) * self.drop(h)
 
-    def _attn(self, x: torch.Tensor) -> torch.Tensor:
+    def _attn(self, x: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
         b, n, w = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.n_heads, w // self.n_heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=keys)
         return self.proj(y.transpose(1, 2).reshape(b, n, w))
 
 
@@ -81,6 +81,7 @@ class Denoiser(nn.Module):
         never = torch.zeros(cfg.vocab_size)
         never[cfg.mask_id] = float("-inf")  # the model never predicts the mask token
         self.register_buffer("never", never, persistent=False)
+        self.head_override: nn.Module | None = None
         if cfg.length_head > 0:
             h = cfg.length_head
             self.length_mlp = nn.Sequential(nn.Linear(cfg.cond_dim, h), nn.GELU(), nn.Linear(h, cfg.seq_len))
@@ -93,18 +94,30 @@ class Denoiser(nn.Module):
         )
         return F.silu(c)
 
-    def forward(self, xt: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """xt [B, L], t [B], cond [B, D] -> hidden [B, L, W] (apply .logits for [.., V])."""
+    def forward(
+        self, xt: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, visible: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """xt [B, L], t [B], cond [B, D] -> hidden [B, L, W] (apply .logits for [.., V]).
+
+        ``visible`` [B] (optional): row b attends only to its positions 0..visible[b]; xt may then
+        be narrower than seq_len (decoding with a committed length runs on the sentence alone).
+        """
         c = self.condition(t, cond)
-        pos = torch.arange(xt.shape[1], device=xt.device)
+        n = xt.shape[1]
+        pos = torch.arange(n, device=xt.device)
+        keys = None
+        if visible is not None and bool((visible < n - 1).any()):
+            keys = (pos[None] <= visible[:, None])[:, None, None, :]  # [B, 1, 1, n]
         x = self.emb_norm(self.tok(xt) + self.pos(pos)[None])
         for block in self.blocks:
-            x = block(x, c)
+            x = block(x, c, keys)
         shift, scale = self.ada_out(c).chunk(2, dim=-1)
         return modulate(self.norm_out(x), shift, scale)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [..., W] -> logits [..., V]; the mask token gets -inf."""
+        if self.head_override is not None:  # set by precision.for_inference (an int8 copy of the head)
+            return self.head_override(hidden)
         return F.linear(hidden, self.tok.weight, self.head_bias + self.never)  # one pass over [.., V]
 
     @property

@@ -18,7 +18,7 @@ spends all of its passes on the words inside that length (same number of passes)
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -69,17 +69,29 @@ def reveal_counts_rows(n: torch.Tensor, steps: int) -> torch.Tensor:
 class _Run:
     """Mutable decoding state shared by the strategies; emits immutable StepStates."""
 
-    def __init__(self, model, cond, num_steps, generator, kind, lam, eps, temperature, lengths=None):
+    def __init__(self, model, cond, num_steps, generator, kind, lam, eps, temperature, lengths=None, compact=True):
         cfg = model.cfg
         self.model, self.cond, self.num_steps = model, cond, num_steps
+        b = cond.shape[0]
+        if isinstance(generator, torch.Generator):
+            self.rows_gen = None
+        else:  # one generator per row: a row's random draws are what it would draw alone
+            self.rows_gen = list(generator)
+            if len(self.rows_gen) != b:
+                raise ValueError(f"give one generator per row: {len(self.rows_gen)} generators for {b} rows")
+            generator = None
         self.gen, self.kind, self.lam, self.eps, self.temperature = generator, kind, lam, eps, temperature
         self.mask_id, self.L = cfg.mask_id, cfg.seq_len
-        b = cond.shape[0]
         self.ids = torch.full((b, self.L), cfg.mask_id, dtype=torch.long, device=cond.device)
         self.conf = torch.zeros(b, self.L, device=cond.device)
         self.fixed = torch.zeros(b, self.L, dtype=torch.bool, device=cond.device)  # set by the length
+        self.visible = None  # [B] last position each row's passes compute (its EOS), when compact
+        self.width = self.L  # positions a pass computes
         if lengths is not None:
             self._fix_length(lengths, cfg.eos_id, cfg.pad_id)
+            if compact:
+                self.visible = lengths.to(self.ids.device).long()
+                self.width = int(self.visible.max().item()) + 1
         self.step = 0
 
     def _fix_length(self, lengths: torch.Tensor, eos_id: int, pad_id: int) -> None:
@@ -108,19 +120,37 @@ class _Run:
         and confidence), and the arg-max path never materialises the full softmax.
         """
         tt = torch.as_tensor(t, dtype=torch.float32, device=self.ids.device).expand(self.ids.shape[0])
-        hidden = self.model(self.ids, tt, self.cond)
+        w = self.width  # every mask lies before its row's EOS, so inside the computed width
+        hidden = self.model(self.ids[:, :w], tt, self.cond, self.visible)
         where = self.masked
-        logits = self.model.logits(hidden[where]).float()  # [M, V]
+        logits = self.model.logits(hidden[where[:, :w]]).float()  # [M, V]
         if self.temperature <= 0:
             best, tok_m = logits.max(-1)
             conf_m = torch.exp(best - torch.logsumexp(logits, -1))
         else:
             scaled = (logits / self.temperature).softmax(-1)
-            tok_m = torch.multinomial(scaled, 1, generator=self.gen).squeeze(-1)
+            tok_m = self._multinomial(scaled, where)
             conf_m = torch.exp(logits.gather(-1, tok_m[:, None]).squeeze(-1) - torch.logsumexp(logits, -1))
         tok, conf = self.ids.clone(), self.conf.clone()
         tok[where], conf[where] = tok_m, conf_m
         return tok, conf
+
+    def _multinomial(self, probs: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+        """One token per masked position ([M, V] probabilities, rows in ``where`` order)."""
+        if self.rows_gen is None:
+            return torch.multinomial(probs, 1, generator=self.gen).squeeze(-1)
+        out, start = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device), 0
+        for g, n in zip(self.rows_gen, where.sum(1).tolist()):
+            if n:
+                out[start : start + n] = torch.multinomial(probs[start : start + n], 1, generator=g).squeeze(-1)
+            start += n
+        return out
+
+    def uniform(self) -> torch.Tensor:
+        """[B, L] uniform draws (per row from its own generator when there is one per row)."""
+        if self.rows_gen is None:
+            return torch.rand(self.ids.shape, generator=self.gen, device=self.ids.device)
+        return torch.stack([torch.rand(self.L, generator=g, device=self.ids.device) for g in self.rows_gen])
 
     def commit(self, where: torch.Tensor, tok: torch.Tensor, conf: torch.Tensor) -> None:
         self.ids = torch.where(where, tok, self.ids)
@@ -182,7 +212,7 @@ def _euler_steps(run: _Run, remask_ratio: float):
         a_s = 1.0 if s <= 0 else alpha(torch.tensor(s), run.kind, run.lam).item()
         p = 1.0 if s <= 0 else (a_s - a_t) / max(1.0 - a_t, 1e-12)
         tok, conf = run.predict(max(t, run.eps))
-        u = torch.rand(run.ids.shape, generator=run.gen, device=run.ids.device)
+        u = run.uniform()
         reveal = run.masked & (u < p)
         committed_before = ~run.masked & ~run.fixed
         run.commit(reveal, tok, conf)
@@ -215,7 +245,7 @@ def denoise(
     *,
     strategy: str = "confidence",
     num_steps: int = 8,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     schedule: str = "linear",
     lam: float = 5.0,
     eps: float = 1e-3,
@@ -223,12 +253,17 @@ def denoise(
     remask_ratio: float = 0.05,
     refine_ratio: float = 0.25,
     lengths: torch.Tensor | None = None,
+    compact: bool = True,
 ) -> Iterator[StepState]:
     """Invert cond [B, D]: yield exactly ``num_steps`` StepStates, one per forward pass.
 
     After the last state no position is masked. Given the same generator seed the output is
-    identical. ``num_steps`` may be any integer from 1 to L. ``lengths`` [B] (tokens before
-    EOS, 0..L-1) fixes each row's EOS and padding before the first pass.
+    identical. ``generator`` may be one generator per row: each row then draws its random numbers
+    from its own, so that a row decodes as it would alone with that seed.
+    ``num_steps`` may be any integer from 1 to L. ``lengths`` [B] (tokens before
+    EOS, 0..L-1) fixes each row's EOS and padding before the first pass; with ``compact`` the
+    passes then compute each row's positions up to its EOS only (the padding after it is neither
+    computed nor attended to), which is what makes short sentences cheap.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
@@ -239,7 +274,7 @@ def denoise(
         raise ValueError(f"cond must be [B, {model.cfg.cond_dim}], got {list(cond.shape)}")
     if generator is None:
         generator = torch.Generator(device=cond.device).manual_seed(0)
-    run = _Run(model, cond, num_steps, generator, schedule, lam, eps, temperature, lengths)
+    run = _Run(model, cond, num_steps, generator, schedule, lam, eps, temperature, lengths, compact)
     if strategy == "confidence":
         yield from _confidence_steps(run, reveal_counts_rows(run.masked.sum(1), num_steps))
     elif strategy == "euler":

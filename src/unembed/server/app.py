@@ -50,7 +50,7 @@ from .schemas import (
     ModelsResponse,
     StepEvent,
 )
-from .worker import DETERMINISTIC_STRATEGIES, EncodeJob, InvertJob, Saturated, Worker
+from .worker import EncodeJob, InvertJob, Saturated, Worker
 
 log = logging.getLogger(__name__)
 
@@ -275,13 +275,11 @@ def _invert_job(inv: Inverter, body: InvertRequest) -> InvertJob:
         except ValueError as exc:
             raise HTTPException(422, f"embedding: {exc}") from None
         vector = np.asarray(body.embedding, dtype=np.float64)
-    deterministic = strategy in DETERMINISTIC_STRATEGIES and cfg.sample.temperature <= 0
     return InvertJob(
         model=inv.name,
         strategy=strategy,
         num_steps=num_steps,
         seed=body.seed,
-        deterministic=deterministic,
         text=body.text,
         vector=vector,
         loop=asyncio.get_running_loop(),
@@ -420,14 +418,16 @@ def _with_headers(scope: Scope, send: Send) -> Send:
 # ---- running it -----------------------------------------------------------------------------------
 
 
-def load_inverters(models: Sequence[str], device: str = "cpu") -> dict[str, Inverter]:
-    """Load each model once; models that share an encoder share one loaded copy of it."""
+def load_inverters(models: Sequence[str], device: str = "cpu", sample: dict | None = None) -> dict[str, Inverter]:
+    """Load each model once; models that share an encoder share one loaded copy of it.
+
+    ``sample`` overrides every model's decoding settings (Inverter.load), e.g. its precision."""
     inverters: dict[str, Inverter] = {}
     encoders: dict[str, object] = {}
     for name in models:
-        first = Inverter.load(name, device=device)
+        first = Inverter.load(name, device=device, sample=sample)
         enc = encoders.get(first.cfg.encoder.name)
-        inv = first if enc is None else Inverter.load(name, device=device, encoder=enc)
+        inv = first if enc is None else Inverter.load(name, device=device, encoder=enc, sample=sample)
         if inv.name in inverters:
             raise ValueError(f"model {inv.name!r} is given twice")
         encoders.setdefault(inv.cfg.encoder.name, inv.encoder)  # loads the encoder now, not on first request
@@ -436,7 +436,12 @@ def load_inverters(models: Sequence[str], device: str = "cpu") -> dict[str, Inve
 
 
 def serve(
-    models: Sequence[str] = ("default",), host: str = "127.0.0.1", port: int = 8080, device: str = "cpu", **limits
+    models: Sequence[str] = ("default",),
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    device: str = "cpu",
+    sample: dict | None = None,
+    **limits,
 ) -> None:
     """Load the models and serve the API and page with uvicorn until interrupted.
 
@@ -446,7 +451,7 @@ def serve(
     log.setLevel(min(log.getEffectiveLevel(), logging.INFO))
     sock = listen_socket(host, port)
     try:
-        inverters = load_inverters(models, device)
+        inverters = load_inverters(models, device, sample)
         if host in LOOPBACK:
             limits.setdefault("allowed_hosts", LOOPBACK_HOSTS)
         app = create_app(inverters, **limits)

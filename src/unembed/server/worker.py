@@ -3,10 +3,12 @@
 The event loop only validates requests and moves events; every encoder call and decoder forward
 pass runs on the worker thread. Jobs that are waiting when the worker picks up a job, or that
 arrive within ``batch_window_s`` of it, and share its key (model, strategy, num_steps) are decoded
-as one batch. Only strategies whose rows do not depend on their neighbours in the batch are
-merged (deterministic ones: ``confidence`` and ``two-stage`` at temperature 0), so a batched
-request gets the same text as the same request alone, and as ``unembed invert`` with its seed;
-the random strategies run each request on its own generator, as the CLI does.
+as one batch, every strategy included: each row draws its random numbers from a generator of its
+own request's seed, and passes attend only within a row's own sentence, so a batched request gets
+the same text as the same request alone, and as ``unembed invert --text`` with its seed, when the
+model runs in fp32. In bf16 and int8 (the CPU default, ``precision.py``) the kernels round a row
+differently beside other rows (int8 scales activations per batch), so under concurrent load a
+near-tie can go the other way; quality is the same (docs/speed.md).
 
 Admission is bounded: ``submit`` raises :class:`Saturated` when ``max_jobs`` jobs are queued or
 running, and the route answers 503 with Retry-After. A job whose client went away is cancelled;
@@ -33,7 +35,6 @@ from .schemas import EncodeResponse, ErrorEvent, FinalEvent, StepEvent, Timings,
 
 log = logging.getLogger(__name__)
 
-DETERMINISTIC_STRATEGIES = ("confidence", "two-stage")
 _STOP = object()
 
 
@@ -110,7 +111,6 @@ class InvertJob(Job):
     strategy: str = "confidence"
     num_steps: int = 8
     seed: int = 0
-    deterministic: bool = False
     text: str | None = None
     vector: np.ndarray | None = None  # [D]; filled from text by the worker when None
     loop: asyncio.AbstractEventLoop | None = None
@@ -120,10 +120,6 @@ class InvertJob(Job):
     @property
     def key(self) -> tuple:
         return ("invert", self.model, self.strategy, self.num_steps)
-
-    @property
-    def batchable(self) -> bool:
-        return self.deterministic
 
     def emit(self, event: StepEvent | FinalEvent | ErrorEvent) -> None:
         """Hand an event to the request's event loop (thread-safe)."""
@@ -286,7 +282,7 @@ class Worker:
         """Run the shared generator; send each live job its row of every step. None if all left."""
         first = batch[0]
         vectors = np.stack([np.asarray(j.vector, dtype=np.float64) for j in batch])
-        states = inv.stream(vectors, first.strategy, first.num_steps, first.seed)
+        states = inv.stream(vectors, first.strategy, first.num_steps, [j.seed for j in batch])
         last = None
         try:
             for state in states:

@@ -1,0 +1,88 @@
+"""Inference precision of a loaded Denoiser: fp32 (as trained), bf16 weights, or int8 linears.
+
+On a CPU a decoder pass at batch 1 is bound by reading the weights (about 110 MB in fp32 for
+the shipped model, the 30,522 x 384 vocabulary projection nearly half of it), so smaller weights
+are faster passes:
+
+* ``fp32``: the weights as trained.
+* ``bf16``: every weight in bfloat16 (half the bytes); activations bf16, logits compared in fp32.
+* ``int8``: every linear layer of the passes and the tied vocabulary projection as dynamically
+  quantised int8 (per output channel); embeddings, norms and the length head stay fp32. Uses
+  torch's ``quantize_dynamic`` (fbgemm/x86 kernels).
+
+* ``auto`` (the default): int8 on a CPU whose torch has the int8 kernels, else fp32.
+
+Only fp32 keeps a row's result bit-identical whatever else is in its batch: int8 quantises each
+linear's input with one scale per batch, and bf16 kernels block differently by batch size, so a
+near-tie between two tokens can go either way. Quality is the same; for reproducibility across
+batch sizes, use fp32.
+
+What each costs in quality is measured on 1,000 validation sentences (``docs/speed.md``): none
+that the measurement can tell from noise.
+Training always uses fp32 weights; precision is a property of a loaded model for decoding.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+from torch import nn
+
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+
+
+class _QuantHead(nn.Module):
+    """The tied vocabulary projection as a separate int8 linear (weight = token embeddings)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
+        super().__init__()
+        self.linear = nn.Linear(weight.shape[1], weight.shape[0])
+        self.linear.weight.data.copy_(weight)
+        self.linear.bias.data.copy_(bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.linear(hidden)
+
+
+def int8_available() -> bool:
+    engines = torch.backends.quantized.supported_engines
+    return "x86" in engines or "fbgemm" in engines
+
+
+def for_inference(model: nn.Module, precision: str = "fp32") -> nn.Module:
+    """A copy of ``model`` (eval mode) in ``precision``; ``fp32`` returns the model itself.
+
+    The returned model keeps the Denoiser interface (forward, logits, length_logits, cfg), so
+    every decoding path uses it unchanged. Its ``precision`` attribute says what it is.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    if precision == "auto":
+        precision = "int8" if on_cpu and int8_available() else "fp32"
+    model.eval()
+    if precision == "fp32":
+        model.precision = "fp32"
+        return model
+    if precision == "int8" and not on_cpu:
+        raise ValueError("precision int8 runs on the CPU only; use bf16 on a GPU")
+    out = copy.deepcopy(model)
+    if precision == "bf16":
+        out = out.to(torch.bfloat16)
+    else:
+        if not int8_available():
+            raise ValueError("this torch build has no int8 CPU kernels (fbgemm/x86); use bf16 or fp32")
+        # The tied head becomes its own linear so that it is quantised too (the embedding table
+        # that feeds the input stays fp32).
+        out.head_override = _QuantHead(out.tok.weight.data + 0.0, out.head_bias.data + out.never)
+        with warnings.catch_warnings():  # torch marks its quantised tensor types as deprecated
+            warnings.simplefilter("ignore")
+            qc = torch.ao.quantization.per_channel_dynamic_qconfig
+            # The length head (0.4 MB, run once per inversion) stays fp32: the committed length is
+            # then the fp32 model's, and only the passes are approximated.
+            spec = {name: qc for name in ("blocks", "cond_mlp", "time_mlp", "ada_out", "head_override")}
+            out = torch.ao.quantization.quantize_dynamic(out, spec, dtype=torch.qint8)
+    out.precision = precision
+    return out.eval()

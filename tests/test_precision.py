@@ -1,0 +1,91 @@
+"""Inference precision (fp32 / bf16 / int8) and length-sorted batching in Inverter.invert."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_model_dir
+from unembed.config import load_config, resolve_derived
+from unembed.inverter import Inverter
+from unembed.model import Denoiser
+from unembed.precision import PRECISIONS, for_inference, int8_available
+from unembed.sampling import denoise, final
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    cfg = resolve_derived(load_config("tiny", overrides=["model.length_head=16"]), 100, 8, 99, 0, 1)
+    m = Denoiser(cfg.model).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return m
+
+
+def _available(precision):
+    return precision != "int8" or int8_available()
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_every_precision_approximates_fp32_and_leaves_the_model_alone(model, precision):
+    if not _available(precision):
+        pytest.skip("no int8 kernels in this torch build")
+    ids, t, cond = torch.randint(0, 99, (4, 16)), torch.rand(4), torch.randn(4, 8)
+    with torch.inference_mode():
+        ref = model.logits(model(ids, t, cond))
+        fast = for_inference(model, precision)
+        got = fast.logits(fast(ids, t, cond)).float()
+        again = model.logits(model(ids, t, cond))
+        lengths = fast.length_logits(cond).float(), model.length_logits(cond)
+    assert fast.precision == (("int8" if int8_available() else "fp32") if precision == "auto" else precision)
+    assert torch.equal(again, ref)  # the fp32 model is not changed by making a copy
+    assert torch.isneginf(got[..., 99]).all()  # the mask token is still never predicted
+    finite = torch.isfinite(ref)
+    err = (got[finite] - ref[finite]).norm() / ref[finite].norm()
+    assert err < (1e-6 if fast.precision == "fp32" else 0.05)
+    torch.testing.assert_close(*lengths, atol=0.05, rtol=0.05)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_every_precision_decodes_with_the_length_first(model, precision):
+    if not _available(precision):
+        pytest.skip("no int8 kernels in this torch build")
+    fast = for_inference(model, precision)
+    lengths = torch.tensor([2, 7, 15])
+    last = final(denoise(fast, torch.randn(3, 8), num_steps=4, lengths=lengths))
+    assert not last.masked.any()
+    assert last.ids[torch.arange(3), lengths].tolist() == [1, 1, 1]
+
+
+def test_unknown_precision_is_refused(model):
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        for_inference(model, "fp16")
+
+
+@pytest.fixture(scope="module")
+def length_model_dir(tmp_path_factory, minilm_tokenizer):
+    return make_model_dir(
+        tmp_path_factory.mktemp("models") / "tiny-length", minilm_tokenizer, 384, overrides=["model.length_head=16"]
+    )
+
+
+def test_inverter_takes_sample_overrides(length_model_dir):
+    inv = Inverter.load(str(length_model_dir), sample={"precision": "bf16", "length": None})
+    assert inv.cfg.sample.precision == "bf16" and inv.model.precision == "bf16"
+    assert inv.cfg.sample.length == "auto"  # None leaves the model's own setting
+    with pytest.raises(ValueError, match="sample.precision must be"):
+        Inverter.load(str(length_model_dir), sample={"precision": "fp8"})
+    with pytest.raises(ValueError, match="unknown config key 'sample.nosuch'"):
+        Inverter.load(str(length_model_dir), sample={"nosuch": 1})
+
+
+def test_length_sorted_batches_return_results_in_input_order(length_model_dir):
+    """invert() batches rows by predicted length; each row's result is what it gets alone (in
+    fp32: bf16 and int8 kernels may round a row differently with other rows beside it)."""
+    inv = Inverter.load(str(length_model_dir), sample={"precision": "fp32"})
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((7, 384)).astype(np.float32)
+    batched = inv.invert(vectors, "confidence", 4, batch_size=3)
+    alone = [inv.invert(v, "confidence", 4)[0] for v in vectors]
+    assert [r.ids for r in batched] == [r.ids for r in alone]
