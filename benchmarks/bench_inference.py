@@ -10,6 +10,22 @@ on a shared machine the fastest run is the least disturbed one.
 
     python benchmarks/bench_inference.py [--presets tiny,small,base] [--strategies all] [--steps 8]
         [--batch 32] [--repeats 3] [--threads N] [--quick] [--json FILE]
+
+With ``--model NAME`` it measures a trained model instead (the shipped one: ``--model default``),
+on real vectors (common.SENTENCES at batch 1, the first ``--batch`` lines of ``--texts`` or the
+same sentences repeated for the batch), once per decoding variant in the same run, so that the
+old path and the new one are compared on one machine state:
+
+* ``fp32-full``: the decoding before the speed work (length head, fp32, every pass on all L)
+* ``fp32-compact``: passes computed up to each sentence's EOS only
+* ``bf16-compact``, ``int8-compact`` (int8 is the CPU default, ``sample.precision: auto``)
+
+Latency is the mean over the sentences of each one's fastest run; FLOPs are counted from the
+positions each pass really computed, and a variant's peak share is against the matmul peak of
+its own precision (fp32, bf16, int8), measured at the start and the end of the run.
+
+    python benchmarks/bench_inference.py --model default --strategies confidence,euler \
+        --texts data/val-cut.txt --json benchmarks/results/inference-default.json
 """
 
 from __future__ import annotations
@@ -21,16 +37,37 @@ from typing import Any
 import torch
 from common import (
     PRESETS,
+    SENTENCES,
     best_time,
     build_model,
     finish,
     forward_flops,
     machine,
+    markdown,
     matmul_peak_gflops,
     preset_config,
     split_list,
+    write_json,
 )
 
+# Decoding variants of --model: (precision, compact passes).
+VARIANTS = {
+    "fp32-full": ("fp32", False),
+    "fp32-compact": ("fp32", True),
+    "bf16-compact": ("bf16", True),
+    "int8-compact": ("int8", True),
+}
+MODEL_COLUMNS = [
+    ("variant", "variant", "s"),
+    ("strategy", "strategy", "s"),
+    ("latency_ms", "latency ms (B=1)", ".1f"),
+    ("latency_speedup", "x first (B=1)", ".2f"),
+    ("latency_frac_peak", "peak share (B=1)", ".1%"),
+    ("batch", "batch", "d"),
+    ("sentences_per_s", "sent/s (batched)", ".1f"),
+    ("batch_speedup", "x first (batched)", ".2f"),
+    ("batch_frac_peak", "peak share (batched)", ".1%"),
+]
 # A measurement stops repeating once its timed runs took this long (the base preset is slow on a CPU).
 LATENCY_BUDGET_S, BATCH_BUDGET_S = 5.0, 8.0
 COLUMNS = [
@@ -60,7 +97,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--quick", action="store_true", help="4 steps, batch 8, 2 repeats, small peak matmul")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--model", default=None, help="measure this trained model (e.g. default) instead of presets")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"with --model: {', '.join(VARIANTS)}")
+    ap.add_argument("--texts", default=None, help="with --model: sentences for the batch (one a line)")
     args = ap.parse_args(argv)
+    args.variants = split_list(args.variants, list(VARIANTS), "variant")
     args.presets = split_list(args.presets, PRESETS, "preset")
     args.strategies = split_list(args.strategies, STRATEGIES, "strategy")
     if args.quick:
@@ -136,11 +177,142 @@ def bench_preset(name: str, args: argparse.Namespace, peak: float) -> list[dict[
     return rows
 
 
+class _FlopCounter:
+    """Wraps a Denoiser: adds up the FLOPs of the passes it runs (positions really computed)."""
+
+    def __init__(self, model):
+        self.model, self.cfg, self.flops = model, model.cfg, 0.0
+
+    def __call__(self, ids, t, cond, visible=None):
+        self.flops += forward_flops(self.cfg, ids.shape[0], head_positions=0, seq_len=ids.shape[1])["total"]
+        return self.model(ids, t, cond, visible)
+
+    def logits(self, hidden):
+        self.flops += 2.0 * self.cfg.width * self.cfg.vocab_size * hidden.shape[0]
+        return self.model.logits(hidden)
+
+    def length_logits(self, cond):
+        return self.model.length_logits(cond)
+
+
+def model_invert_fn(inv, model, strategy: str, steps: int, cond: torch.Tensor, compact: bool):
+    """A closure that inverts ``cond`` with ``model`` the way Inverter.stream does."""
+    from unembed.length import predict_lengths
+    from unembed.sampling import denoise, final
+
+    sc, sa = inv.cfg.schedule, inv.cfg.sample
+    kw = {"schedule": sc.kind, "lam": sc.lam, "eps": sc.eps, "temperature": sa.temperature}
+    kw |= {"remask_ratio": sa.remask_ratio, "refine_ratio": sa.refine_ratio}
+
+    def run(m=model):
+        lengths = predict_lengths(m, cond)
+        return final(
+            denoise(
+                m, cond, strategy=strategy, num_steps=steps, generator=_gen(0), lengths=lengths, compact=compact, **kw
+            )
+        )
+
+    return run
+
+
+def bench_model(args: argparse.Namespace) -> dict[str, Any]:
+    """--model mode: every variant x strategy on real vectors, in one run."""
+    from unembed.inverter import Inverter
+    from unembed.precision import for_inference
+
+    inv = Inverter.load(args.model, sample={"precision": "fp32"})
+    steps = min(args.steps, inv.cfg.model.seq_len)
+    texts = SENTENCES
+    batch_texts = (SENTENCES * (args.batch // len(SENTENCES) + 1))[: args.batch]
+    if args.texts:
+        from pathlib import Path
+
+        lines = [t for t in Path(args.texts).read_text(encoding="utf-8").splitlines() if t.strip()]
+        batch_texts = (lines * (args.batch // max(len(lines), 1) + 1))[: args.batch]
+    one = [inv.check_vectors(v) for v in inv.encode(texts)]
+    many = inv.check_vectors(inv.encode(batch_texts))
+    info = machine()
+    n, reps = (1024, 2) if args.quick else (2048, 3)
+    precisions = sorted({VARIANTS[v][0] for v in args.variants})
+    peaks_start = {p: matmul_peak_gflops(n, reps, p) for p in precisions}
+    rows = []
+    with torch.inference_mode():
+        for variant in args.variants:
+            precision, compact = VARIANTS[variant]
+            model = for_inference(inv.model, precision)
+            for strategy in args.strategies:
+                lat, lat_flops, lat_runs = [], [], 0
+                for cond in one:
+                    fn = model_invert_fn(inv, model, strategy, steps, cond, compact)
+                    counter = _FlopCounter(model)
+                    fn(counter)
+                    t, r = best_time(fn, args.repeats, warmup=1, budget_s=LATENCY_BUDGET_S / len(one))
+                    lat.append(t)
+                    lat_flops.append(counter.flops)
+                    lat_runs += r
+                fn = model_invert_fn(inv, model, strategy, steps, many, compact)
+                counter = _FlopCounter(model)
+                fn(counter)
+                wall, batch_runs = best_time(fn, args.repeats, warmup=1, budget_s=BATCH_BUDGET_S)
+                mean_lat = sum(lat) / len(lat)
+                rows.append(
+                    {
+                        "model": inv.name,
+                        "variant": variant,
+                        "precision": precision,
+                        "compact": compact,
+                        "strategy": strategy,
+                        "steps": steps,
+                        "latency_ms": 1000 * mean_lat,
+                        "latency_ms_each": [round(1000 * t, 2) for t in lat],
+                        "latency_gflops": sum(lat_flops) / sum(lat) / 1e9,
+                        "batch": args.batch,
+                        "sentences_per_s": args.batch / wall,
+                        "batch_gflops": counter.flops / wall / 1e9,
+                        "latency_runs": lat_runs,
+                        "batch_runs": batch_runs,
+                    }
+                )
+                print(
+                    f"  {variant}/{strategy}: {1000 * mean_lat:.1f} ms, {args.batch / wall:.1f} sent/s", file=sys.stderr
+                )
+    peaks_end = {p: matmul_peak_gflops(n, reps, p) for p in precisions}
+    peaks = {p: max(peaks_start[p], peaks_end[p]) for p in precisions}
+    first = {r["strategy"]: r for r in rows if r["variant"] == args.variants[0]}
+    for r in rows:
+        peak = peaks[r["precision"]]
+        r["latency_frac_peak"] = r["latency_gflops"] / peak
+        r["batch_frac_peak"] = r["batch_gflops"] / peak
+        r["latency_speedup"] = first[r["strategy"]]["latency_ms"] / r["latency_ms"]
+        r["batch_speedup"] = r["sentences_per_s"] / first[r["strategy"]]["sentences_per_s"]
+    result = {
+        "benchmark": "inference-model",
+        "machine": {**info, "load_avg_1m_end": machine()["load_avg_1m"]},
+        "matmul_n": n,
+        "peak_gflops": peaks,
+        "peak_gflops_start": peaks_start,
+        "peak_gflops_end": peaks_end,
+        "sentences_b1": texts,
+        "rows": rows,
+        "args": {k: v for k, v in vars(args).items() if k != "json"},
+    }
+    print(
+        f"matmul peaks ({n}^3, best of {reps}, start/end): "
+        + ", ".join(f"{p} {peaks_start[p]:.0f}/{peaks_end[p]:.0f} GFLOP/s" for p in precisions)
+        + f"; {result['machine']}"
+    )
+    print(markdown(rows, MODEL_COLUMNS))
+    write_json(args.json, result)
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark, print a Markdown table, optionally write JSON; returns the results."""
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.model:
+        return bench_model(args)
     n, reps = (1024, 2) if args.quick else (2048, 3)
     info = machine()  # load average before the run; the end's is added below
     peak_start = matmul_peak_gflops(n, reps)

@@ -31,19 +31,10 @@ from urllib.parse import urlparse
 
 import httpx
 import numpy as np
+from common import SENTENCES
 
 log = logging.getLogger("bench_server")
 
-SENTENCES = [
-    "The quick brown fox jumps over the lazy dog.",
-    "My bank account number is stored in the customer database.",
-    "The patient was prescribed antibiotics for a chest infection.",
-    "We will meet at the train station at nine tomorrow morning.",
-    "Embeddings leak information about the text they came from.",
-    "Prices rose sharply after the central bank changed its policy.",
-    "She planted tomatoes and basil in the garden last spring.",
-    "The committee will publish its report at the end of the month.",
-]
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 

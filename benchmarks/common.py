@@ -26,6 +26,17 @@ import torch
 # MiniLM's tokenizer (the default encoder): values a real model reads from the tokenizer.
 MINILM = {"vocab_size": 30522, "cond_dim": 384, "mask_id": 103, "pad_id": 0, "eos_id": 102}
 PRESETS = ("tiny", "small", "base")
+# Benchmark sentences (written for this repository): the page's example and seven of everyday length.
+SENTENCES = [
+    "The weather is lovely today.",
+    "The quick brown fox jumps over the lazy dog.",
+    "My bank account number is stored in the customer database.",
+    "The patient was prescribed antibiotics for a chest infection.",
+    "We will meet at the train station at nine tomorrow morning.",
+    "Embeddings leak information about the text they came from.",
+    "Prices rose sharply after the central bank changed its policy.",
+    "The committee will publish its report at the end of the month.",
+]
 
 
 def machine() -> dict[str, Any]:
@@ -47,14 +58,35 @@ def machine() -> dict[str, Any]:
     }
 
 
-def matmul_peak_gflops(n: int = 2048, repeats: int = 3) -> float:
-    """Best fp32 GFLOP/s of an n x n x n torch.matmul over ``repeats`` runs (after one warm-up)."""
+def matmul_peak_gflops(n: int = 2048, repeats: int = 3, precision: str = "fp32") -> float:
+    """Best GFLOP/s of an n x n x n matrix product over ``repeats`` runs (after one warm-up).
+
+    ``precision``: fp32 or bf16 (torch.matmul in that dtype), or int8 (a dynamically quantised
+    n x n linear on an n x n input, as the int8 decoder runs its layers).
+    """
     a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.matmul(a, b)
+    if precision == "bf16":
+        a, b = a.bfloat16(), b.bfloat16()
+    if precision == "int8":
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lin = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(torch.nn.Linear(n, n)), dtype=torch.qint8)
+
+        def fn():
+            with torch.inference_mode():
+                return lin(a)
+    else:
+
+        def fn():
+            return torch.matmul(a, b)
+
+    fn()
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        torch.matmul(a, b)
+        fn()
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best / 1e9
 
@@ -75,13 +107,17 @@ def build_model(cfg, seed: int = 0):
     return Denoiser(cfg.model).eval()
 
 
-def forward_flops(mcfg, batch: int, head_positions: float | None = None) -> dict[str, float]:
+def forward_flops(
+    mcfg, batch: int, head_positions: float | None = None, seq_len: int | None = None
+) -> dict[str, float]:
     """FLOPs of one forward pass over ``batch`` sequences (see the module docstring).
 
-    ``head_positions`` is the number of positions given logits (default: all batch * seq_len).
+    ``head_positions`` is the number of positions given logits (default: all batch * seq_len);
+    ``seq_len`` the positions a pass computes (default: the model's; fewer with compact passes).
     Returns the parts and their ``total``.
     """
-    w, m, n_layers, seq, v = mcfg.width, mcfg.mlp_dim, mcfg.n_layers, mcfg.seq_len, mcfg.vocab_size
+    w, m, n_layers, v = mcfg.width, mcfg.mlp_dim, mcfg.n_layers, mcfg.vocab_size
+    seq = mcfg.seq_len if seq_len is None else seq_len
     tokens = batch * seq
     per_token = 3 * w * w + w * w + w * m + m * w
     per_seq = mcfg.cond_dim * w + w * w + 2 * w * w + n_layers * 6 * w * w + 2 * w * w
