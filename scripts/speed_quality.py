@@ -64,7 +64,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     torch.manual_seed(0)
-    inv = Inverter.load(args.model)
+    inv = Inverter.load(args.model, sample={"precision": "fp32"})  # each variant is made from fp32
     texts = [t for t in Path(args.texts).read_text().splitlines() if t.strip()][: args.n]
     texts, _ = inv.tokenizer.fit(texts)
     ref = inv.tokenizer.encode(texts)
