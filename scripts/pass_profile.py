@@ -5,16 +5,17 @@ in fp32, bf16 and int8 (best of 30 runs each; quiet machine).
     python scripts/pass_profile.py
 """
 
-import copy
 import time
 import warnings
 
 import torch
 
-warnings.filterwarnings("ignore")
 from unembed.inverter import Inverter
+from unembed.precision import for_inference
 
-inv = Inverter.load("default")
+warnings.filterwarnings("ignore")
+
+inv = Inverter.load("default", sample={"precision": "fp32"})
 m = inv.model.eval()
 
 
@@ -31,36 +32,13 @@ def bench(f, n=30):
 
 cond = torch.nn.functional.normalize(torch.randn(32, 384), dim=-1)
 with torch.inference_mode():
-    mq = torch.ao.quantization.quantize_dynamic(copy.deepcopy(m), {torch.nn.Linear}, dtype=torch.qint8)
-    mb = copy.deepcopy(m).to(torch.bfloat16)
-    head = torch.nn.Linear(384, 30522)
-    head.weight.data = m.tok.weight.data.clone()
-    head.bias.data = m.head_bias.data.clone()
-    hq = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(head), {torch.nn.Linear}, dtype=torch.qint8)
-    for B, L in ((1, 32), (1, 13), (32, 32), (32, 14)):
-        ids = torch.full((B, L), 103)
-        t = torch.full((B,), 0.5)
-        c = cond[:B]
-        h = m(ids, t, c).reshape(-1, 384)
-        print(
-            B,
-            L,
-            "fp32 fwd %.2f  q8 fwd %.2f  bf16 fwd %.2f | head fp32 %.2f q8 %.2f bf16 %.2f"
-            % (
-                bench(lambda: m(ids, t, c)),
-                bench(lambda: mq(ids, t, c)),
-                bench(lambda: mb(ids, t, c)),
-                bench(lambda: m.logits(h)),
-                bench(lambda: hq(h)),
-                bench(lambda: mb.logits(h.bfloat16())),
-            ),
-        )
-    ids = torch.full((1, 32), 103)
-    t = torch.full((1,), 0.5)
-    c = cond[:1]
-    print(
-        "maxdiff q8",
-        (mq(ids, t, c) - m(ids, t, c)).abs().max().item(),
-        "bf16",
-        (mb(ids, t, c).float() - m(ids, t, c)).abs().max().item(),
-    )
+    models = {"fp32": m, "int8": for_inference(m, "int8"), "bf16": for_inference(m, "bf16")}
+    print("| batch x positions | " + " | ".join(f"{p} forward | {p} head" for p in models) + " |")
+    for b, n in ((1, 32), (1, 13), (32, 32), (32, 14)):
+        ids, t, c = torch.full((b, n), m.cfg.mask_id), torch.full((b,), 0.5), cond[:b]
+        cells = []
+        for p, model in models.items():
+            h = model(ids, t, c).reshape(-1, m.cfg.width)
+            cells.append(bench(lambda model=model, x=(ids, t, c): model(*x)))
+            cells.append(bench(lambda model=model, h=h: model.logits(h.to(model.tok.weight.dtype))))
+        print(f"| {b} x {n} | " + " | ".join(f"{x:.1f}" for x in cells) + " |")
