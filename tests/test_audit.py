@@ -272,7 +272,7 @@ def _bad_cases(tmp, vectors):
         ("no column", tmp / "nocol.parquet", None, "no 'embedding' column"),
         ("string column", tmp / "strcol.parquet", None, "must be a list of numbers"),
         ("1-d", tmp / "flat.npy", None, r"need a numeric \[N, D\] array"),
-        ("objects", tmp / "objects.npy", None, "cannot read as a numeric .npy array"),
+        ("objects", tmp / "objects.npy", None, "holds Python objects .* never unpickles"),
         ("empty", tmp / "empty.jsonl", None, "no vectors"),
         ("suffix", tmp / "v.csv", None, "unsupported vectors file v.csv"),
         ("missing", tmp / "nothere.npy", None, "vectors file not found"),

@@ -520,3 +520,14 @@ def test_a_failed_corpus_leaves_no_temporary_file(tmp_path):
     with pytest.raises(ValueError, match="docs.jsonl:3"):
         corpus.write_corpus(str(bad), out)
     assert not out.exists() and list(out.parent.iterdir()) == []
+
+
+def test_corpus_progress_counts_sources_or_sentences(builtin_fixtures, tmp_path, capsys):
+    n = len(corpus.BUILTIN)
+    corpus.write_corpus("builtin", tmp_path / "a.jsonl", progress=True)
+    err = capsys.readouterr().err
+    assert f"{n}/{n}" in err and "source" in err  # every builtin source reached the bar, ETA by source
+    corpus.write_corpus("builtin", tmp_path / "b.jsonl", limit=5, progress=True)
+    assert "5/5" in capsys.readouterr().err  # with a limit the bar counts sentences against it
+    corpus.write_corpus("builtin", tmp_path / "c.jsonl")
+    assert capsys.readouterr().err == ""

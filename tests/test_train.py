@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from unembed.checkpoint import load_state
 from unembed.config import load_config
 from unembed.prepare import PreparedData, run_prepare
 from unembed.train import BatchOrder, Trainer, train
@@ -237,7 +238,7 @@ def test_a_signalled_run_keeps_its_steps_and_resumes_with_one_log_row_per_step(t
 
 def test_save_every_zero_warns_that_a_crash_restarts(tmp_path, data_dir, caplog):
     train(
-        cfg_for(data_dir, "train.save_every=0", "train.eval_every=0", "train.max_steps=2"),
+        cfg_for(data_dir, "train.save_every=0", "train.save_minutes=0", "train.eval_every=0", "train.max_steps=2"),
         tmp_path / "a",
         progress=False,
     )
@@ -245,3 +246,15 @@ def test_save_every_zero_warns_that_a_crash_restarts(tmp_path, data_dir, caplog)
     caplog.clear()
     train(cfg_for(data_dir, "train.max_steps=2"), tmp_path / "b", progress=False)
     assert "save_every=0" not in caplog.text
+
+
+def test_save_minutes_checkpoints_between_save_every_steps(tmp_path, data_dir):
+    """With save_every off, a wall-clock save cadence still leaves a resumable state mid-run."""
+    saved = []
+    cfg = cfg_for(data_dir, "train.save_every=0", "train.eval_every=0", "train.max_steps=4", "train.save_minutes=1e-9")
+    Trainer(cfg, tmp_path / "a", progress=False, on_save=lambda out: saved.append(load_state(out)[2]["step"])).run()
+    assert saved == [1, 2, 3, 4, 4]  # every step (the clock always says due), then the final save
+    saved.clear()
+    cfg = cfg_for(data_dir, "train.save_every=0", "train.eval_every=0", "train.max_steps=4", "train.save_minutes=0")
+    Trainer(cfg, tmp_path / "b", progress=False, on_save=lambda out: saved.append(load_state(out)[2]["step"])).run()
+    assert saved == [4]

@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.add_argument("--limit", type=_positive_int, default=None)
     p.add_argument("--skip-missing", action="store_true", help="skip builtin sources that are not installed")
+    p.add_argument("--no-progress", action="store_true")
 
     p = add("prepare", help="sentences -> token ids + vectors on disk (resumable)")
     p.add_argument("--source", required=True, help="builtin | c4 | FILE.txt | FILE.jsonl | FILE.parquet")
@@ -431,7 +432,9 @@ def cmd_corpus(args) -> int:
 
     _source_file(args.source)
     out_file(args.out, inputs=(args.source,), force=args.force)
-    counts = write_corpus(args.source, args.out, limit=args.limit, skip_missing=args.skip_missing)
+    counts = write_corpus(
+        args.source, args.out, limit=args.limit, skip_missing=args.skip_missing, progress=not args.no_progress
+    )
     print(json.dumps(counts, indent=1))
     return 0
 

@@ -91,6 +91,9 @@ class TrainConfig:
     resident: bool = False
     sync_free: bool = False
     eval_minutes: float = 0.0  # also validate (and keep the best model) every this many training minutes
+    save_minutes: float = (
+        10.0  # also save a checkpoint when this many wall-clock minutes passed since the last (0 = off)
+    )
 
 
 @dataclass(frozen=True)
@@ -310,6 +313,7 @@ def validate(cfg: Config) -> None:
         (t.lr > 0 and 0 <= t.ema_decay < 1, "train.lr > 0 and 0 <= train.ema_decay < 1"),
         (t.max_steps >= 1 and t.max_minutes >= 0, "train.max_steps must be >= 1 and train.max_minutes >= 0"),
         (t.log_every >= 1 and t.eval_every >= 0 and t.save_every >= 0, "train.log_every >= 1, eval/save_every >= 0"),
+        (t.save_minutes >= 0, "train.save_minutes >= 0"),
         (t.precision in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16"),
         (sa.num_steps >= 1, "sample.num_steps must be >= 1"),
         (0 <= sa.remask_ratio < 1 and 0 <= sa.refine_ratio < 1, "sample ratios must be in [0,1)"),

@@ -961,25 +961,65 @@ def corpus_manifest(source: str, by_source: Counter, by_split: Counter) -> dict:
     }
 
 
-def write_corpus(source: str, out_path: str | Path, limit: int | None = None, *, skip_missing: bool = False) -> dict:
+class _CorpusProgress:
+    """Progress of write_corpus: sentences against ``limit`` when one is given, else builtin
+    sources done (each source's sentences are not known before it is read, so the ETA is by
+    source), else a running count with its rate."""
+
+    def __init__(self, source: str, limit: int | None, enabled: bool):
+        from tqdm.auto import tqdm
+
+        builtin = source == "builtin" or source.startswith("builtin:")
+        self.by_source = limit is None and builtin
+        total = limit if limit is not None else (len(_builtin_names(source)) if builtin else None)
+        unit = "source" if self.by_source else "sent"
+        self.bar = tqdm(total=total, desc="corpus", unit=unit, disable=not enabled, dynamic_ncols=True)
+        self.name, self.count = None, 0
+
+    def add(self, name: str) -> None:
+        self.count += 1
+        if self.by_source and name != self.name:
+            if self.name is not None:
+                self.bar.update(1)
+            self.name = name
+            self.bar.set_postfix(source=name, sentences=self.count, refresh=False)
+        if not self.by_source:
+            self.bar.update(1)
+        elif self.count % 2048 == 0:
+            self.bar.set_postfix(source=name, sentences=self.count)
+
+    def close(self) -> None:
+        if self.by_source and self.bar.total is not None:
+            self.bar.update(self.bar.total - self.bar.n)  # the last source, and any skipped as missing
+        self.bar.close()
+
+
+def write_corpus(
+    source: str, out_path: str | Path, limit: int | None = None, *, skip_missing: bool = False, progress: bool = False
+) -> dict:
     """Write ``{"text", "source"}`` JSON lines (atomically) and, beside them, ``<out>.manifest.json``:
     ``{"total": N, "by_source": {name: n}, "split": {train/validation/test: n}, "sources": {name:
-    {sentences, licence, cap, fetch}}}`` (licence etc. for builtin sources); returns the manifest."""
+    {sentences, licence, cap, fetch}}}`` (licence etc. for builtin sources); returns the manifest.
+    ``progress`` shows a bar on stderr (see _CorpusProgress)."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     by_source: Counter[str] = Counter()
     by_split: Counter[str] = Counter()
     tmp = out_path.with_name(out_path.name + ".tmp")
     sentences = iter_sentences(source, limit, skip_missing=skip_missing)
+    bar = _CorpusProgress(source, limit, progress)
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
             for name, sentence in sentences:
                 fh.write(json.dumps({"text": sentence, "source": name}, ensure_ascii=False) + "\n")
                 by_source[name] += 1
                 by_split[split_of(sentence)] += 1
+                bar.add(name)
     except BaseException:  # a bad source record, no network, Ctrl-C: no half-written file is left
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        bar.close()
     total = sum(by_source.values())
     if total == 0:
         tmp.unlink()

@@ -161,6 +161,11 @@ def _npy_chunks(p: Path, size: int) -> Iterator[Chunk]:
     try:
         arr = np.load(p, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
+        if "allow_pickle" in str(exc) or "Python objects" in str(exc):  # never follow numpy's hint to unpickle
+            raise ValueError(
+                f"{p.name}: holds Python objects (a pickle), not numbers; unembed never unpickles files: "
+                "save the vectors as a numeric array (np.save(path, np.asarray(vectors, dtype=np.float32)))"
+            ) from None
         raise ValueError(f"{p.name}: cannot read as a numeric .npy array ({str(exc).splitlines()[0]})") from None
     if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
         raise ValueError(f"{p.name}: need a numeric [N, D] array, got {arr.dtype} shape {list(arr.shape)}")

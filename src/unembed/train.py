@@ -290,6 +290,7 @@ class Trainer:
         if resumed is not None:
             self._restore(*resumed[1:])
         self._timed_evals = self._timed_evals_by(self.elapsed)
+        self._saved_at = time.time()
         self._wrap()
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -314,7 +315,8 @@ class Trainer:
 
     def _check_same_run(self, cfg: Config, saved: Config) -> None:
         if (
-            replace(saved.train, max_steps=0, max_minutes=0.0) != replace(cfg.train, max_steps=0, max_minutes=0.0)
+            replace(saved.train, max_steps=0, max_minutes=0.0, save_minutes=0.0)
+            != replace(cfg.train, max_steps=0, max_minutes=0.0, save_minutes=0.0)
             or saved.model != cfg.model
             or saved.schedule != cfg.schedule
         ):
@@ -385,6 +387,7 @@ class Trainer:
         )
         if self.best == float("inf"):  # no validation yet: the latest EMA is the run's model
             save_model(self.out, self.cfg, self.ema_state())
+        self._saved_at = time.time()
         if self.on_save is not None:
             self.on_save(self.out)
 
@@ -540,8 +543,11 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
             _trim_log(self.out / "log.jsonl", self.step)
-            if tc.save_every == 0 and self.step < tc.max_steps:
-                log.warning("train.save_every=0: no checkpoint before the end, so a crash restarts from step 0")
+            if tc.save_every == 0 and tc.save_minutes == 0 and self.step < tc.max_steps:
+                log.warning(
+                    "train.save_every=0 and train.save_minutes=0: no checkpoint before the end, "
+                    "so a crash restarts from step 0"
+                )
         logf = open(self.out / "log.jsonl", "a") if self.rank == 0 else None
         bar = _bar(self, tc.max_steps) if self.progress else None
         last: dict[str, Any] = {}
@@ -561,7 +567,7 @@ class Trainer:
                 if self._eval_due():
                     last.update(self._evaluate_and_keep(logf))
                     evaluated_at = self.step
-                if tc.save_every and self.step % tc.save_every == 0:
+                if self._save_due():
                     self.save()
                 tick = time.time()  # validation and saving do not count against max_minutes
         finally:
@@ -585,6 +591,14 @@ class Trainer:
         if logf:
             logf.close()
         return last
+
+    def _save_due(self) -> bool:
+        """Every save_every steps, and whenever save_minutes of wall clock passed since the last save,
+        so that a crash (which no signal handler sees) loses minutes, not a thousand steps."""
+        tc = self.cfg.train
+        if tc.save_every and self.step % tc.save_every == 0:
+            return True
+        return tc.save_minutes > 0 and time.time() - self._saved_at >= 60 * tc.save_minutes
 
     def _log(self, window: StatsWindow, logf, bar, t0: float, seen0: int) -> dict[str, Any]:
         """Read the window's means (the one host sync), write a log line, reset the window."""
