@@ -28,6 +28,7 @@ COMMON = [
     "train.eval_batches=8",
     "train.eval_decode_n=256",
     "train.log_every=25",
+    "train.save_minutes=0",
     "train.lr=0.0001",
     "model.length_head=512",
 ]
