@@ -223,3 +223,12 @@ def test_bad_input(tmp_path, models, enc, data_dir):
     with pytest.raises(ValueError, match="data folder not found"):
         run(models, enc, tmp_path / "nothere", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_one_progress_bar_counts_every_inverted_vector(tmp_path, models, enc, data_dir, capsys):
+    r = run(models, enc, data_dir, tmp_path, defenses=["noise:0.1", "rotate"], attack_k=[4], limit=12, progress=True)
+    scored = [x for x in r["rows"] if x["token_accuracy"] is not None]
+    total = len(scored) * r["n_scored"]  # baseline, noise naive, rotate naive, procrustes k=4: 4 runs x 8 rows
+    assert (len(scored), total) == (4, 32)
+    err = capsys.readouterr().err
+    assert f"{total}/{total}" in err and "defend: rotate procrustes k=4" in err

@@ -43,12 +43,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from .audit import markdown_table
 from .evaluate import Attack, load_targets, run_batched
@@ -214,12 +216,13 @@ class Scorer:
     num_steps: int
     seed: int
     batch_size: int
-    progress: bool
+    bar: Any  # one tqdm bar across every inversion of the run (disabled without progress)
 
     def leakage(self, inv: Inverter, vectors: np.ndarray, desc: str) -> dict[str, float]:
         """token_accuracy, bleu, exact_match of inverting ``vectors`` [n_eval, D], plus input_cosine."""
         attack = Attack(inv, self.strategy, self.num_steps, self.seed)
-        inversions, _ = run_batched(attack, vectors, self.batch_size, desc, self.progress)
+        self.bar.set_description(f"defend: {desc}")
+        inversions, _ = run_batched(attack, vectors, self.batch_size, desc, False, self.bar.update)
         pred = np.array([x.ids for x in inversions])
         recons = [x.text for x in inversions]
         return {
@@ -243,6 +246,20 @@ def _row(
         f"recall@{RECALL_AT}": recall,
         "note": note,
     }
+
+
+def _inversion_runs(
+    parsed: list[Defense], dim: int, clean: np.ndarray, ks: list[int], noise_inv: Inverter | None, seed: int
+) -> int:
+    """How many times run_defend inverts the scored rows (the progress bar's total, in runs):
+    the baseline, then per defense the naive attack where the dimension fits, a fitted map per k
+    for linear defenses, and the noise-aware model for noise."""
+    runs = 1
+    for d in parsed:
+        runs += int(d.apply(clean[:1], seed).shape[1] == dim)
+        runs += len(ks) if d.linear else 0
+        runs += int(d.kind == "noise" and noise_inv is not None)
+    return runs
 
 
 def attack_defense(
@@ -374,12 +391,15 @@ def run_defend(
     n_eval = n - pool
     clean = _unit(targets.vectors)
     ref_ids = inv.tokenizer.encode(targets.texts[:n_eval])
+    total = n_eval * _inversion_runs(parsed, inv.dim, clean, ks, noise_inv, seed)
+    bar = tqdm(total=total, desc="defend", unit="vec", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     scorer = Scorer(
-        ref_ids, inv.tokenizer.decode_batch(ref_ids), clean[:n_eval], strategy, num_steps, seed, batch_size, progress
+        ref_ids, inv.tokenizer.decode_batch(ref_ids), clean[:n_eval], strategy, num_steps, seed, batch_size, bar
     )
-    rows = [_row("none", "naive", 1.0, leak=scorer.leakage(inv, clean[:n_eval], "no defense"), note="baseline")]
-    for d in parsed:
-        rows += attack_defense(d, inv, scorer, clean, n_eval, ks, seed, noise_inv)
+    with bar:
+        rows = [_row("none", "naive", 1.0, leak=scorer.leakage(inv, clean[:n_eval], "no defense"), note="baseline")]
+        for d in parsed:
+            rows += attack_defense(d, inv, scorer, clean, n_eval, ks, seed, noise_inv)
     result = {
         "model": inv.name,
         "encoder": inv.cfg.encoder.name,

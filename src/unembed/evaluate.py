@@ -219,14 +219,19 @@ def _with_temperature(inv: Inverter, temperature: float) -> Inverter:
 
 
 def run_batched(
-    attack: Attack, vectors: np.ndarray, batch_size: int, desc: str, progress: bool
+    attack: Attack, vectors: np.ndarray, batch_size: int, desc: str, progress: bool, on_batch=None
 ) -> tuple[list[Inversion], float]:
-    """Invert all vectors in batches (with a progress bar); returns (inversions, wall seconds)."""
+    """Invert all vectors in batches (with a progress bar); returns (inversions, wall seconds).
+    ``on_batch(n)`` (optional) is told the number of vectors each batch inverted: a caller with
+    a bar of its own across several runs passes its update and ``progress=False``."""
     out: list[Inversion] = []
     starts = range(0, len(vectors), batch_size)
     t0 = time.perf_counter()
     for i in tqdm(starts, desc=desc, unit="batch", disable=not progress or len(starts) < 2, file=sys.stderr):
-        out.extend(attack(vectors[i : i + batch_size], batch_size))
+        batch = attack(vectors[i : i + batch_size], batch_size)
+        out.extend(batch)
+        if on_batch is not None:
+            on_batch(len(batch))
     return out, time.perf_counter() - t0
 
 
