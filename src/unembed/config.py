@@ -139,7 +139,8 @@ _Loader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_Loader.add_implicit_resolver("!number", _NUMBER, list("+-.0123456789"))
+# PyYAML tries a resolver with re.match, which accepts a prefix: anchor it so "1e-3x" stays a string.
+_Loader.add_implicit_resolver("!number", re.compile(rf"(?:{_NUMBER.pattern})\Z"), list("+-.0123456789"))
 _Loader.add_constructor("!number", lambda loader, node: parse_number(loader.construct_scalar(node)))
 
 
