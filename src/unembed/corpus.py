@@ -967,16 +967,18 @@ class _CorpusProgress:
     source), else a running count with its rate."""
 
     def __init__(self, source: str, limit: int | None, enabled: bool):
-        from tqdm.auto import tqdm
-
         builtin = source == "builtin" or source.startswith("builtin:")
         self.by_source = limit is None and builtin
-        total = limit if limit is not None else (len(_builtin_names(source)) if builtin else None)
-        unit = "source" if self.by_source else "sent"
-        self.bar = tqdm(total=total, desc="corpus", unit=unit, disable=not enabled, dynamic_ncols=True)
+        self.total = limit if limit is not None else (len(_builtin_names(source)) if builtin else None)
+        self.enabled, self.bar = enabled, None
         self.name, self.count = None, 0
 
     def add(self, name: str) -> None:
+        if self.bar is None:  # opened at the first sentence: a source that fails at once prints one line
+            from tqdm.auto import tqdm
+
+            unit = "source" if self.by_source else "sent"
+            self.bar = tqdm(total=self.total, desc="corpus", unit=unit, disable=not self.enabled, dynamic_ncols=True)
         self.count += 1
         if self.by_source and name != self.name:
             if self.name is not None:
@@ -989,6 +991,8 @@ class _CorpusProgress:
             self.bar.set_postfix(source=name, sentences=self.count)
 
     def close(self) -> None:
+        if self.bar is None:
+            return
         if self.by_source and self.bar.total is not None:
             self.bar.update(self.bar.total - self.bar.n)  # the last source, and any skipped as missing
         self.bar.close()
