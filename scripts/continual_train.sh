@@ -2,17 +2,36 @@
 # The CPU's background job: continue the shipped decoder (plus its length head) on the CPU,
 # resumable. Re-run the same command after any interruption: it resumes from the last save in
 # runs/continual (a fresh optimizer only when that folder is gone). Low priority (nice 19) and
-# 2 threads, so the machine stays usable; pause it (kill) for benchmarks and tests.
+# 2 threads, so the machine stays usable; pause it (kill -INT saves first) for benchmarks and tests.
 # Recipe: the winner of docs/recipes.md (t_power 0.5: more training near full masking, lr 1e-4).
 #   START  model folder to start from (default models/minilm-default: the shipped decoder + head)
-#   DATA   prepared folder (default data/minilm-sub74k; see docs/recipes.md for how it is made)
+#   DATA   prepared folder (default data/minilm-sub74k, made as docs/recipes.md shows)
+# data/ and runs/ are not in git and a new checkout starts without them, so the run and its data
+# live in the cache ($UNEMBED_CACHE or ~/.cache/unembed, under continual/) and are linked into the
+# tree under the paths the run's config records: a later checkout on the same machine resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 START="${START:-models/minilm-default}"
 DATA="${DATA:-data/minilm-sub74k}"
+RUN=runs/continual
+KEEP="${UNEMBED_CACHE:-$HOME/.cache/unembed}/continual"
+for p in "$DATA" "$RUN"; do
+  if [ -e "$p" ] && [ ! -L "$p" ] && [ ! -e "$KEEP/$p" ]; then  # first run here: keep it in the cache
+    mkdir -p "$(dirname "$KEEP/$p")" && mv "$p" "$KEEP/$p"
+  fi
+  if [ ! -e "$p" ] && [ -e "$KEEP/$p" ]; then
+    mkdir -p "$(dirname "$p")" && ln -s "$KEEP/$p" "$p"
+  fi
+done
+if [ ! -f "$DATA/manifest.json" ]; then
+  echo "continual_train: no prepared data in $DATA; make it first (docs/recipes.md):" >&2
+  echo "  make corpus && python scripts/sub_corpus.py --corpus data/corpus/builtin.jsonl --out data/corpus/sub74k.jsonl" >&2
+  echo "  unembed prepare --source data/corpus/sub74k.jsonl --encoder minilm --out $DATA" >&2
+  exit 2
+fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000
-exec nice -n 19 .venv/bin/unembed train --config small --out runs/continual --no-progress \
+exec nice -n 19 .venv/bin/unembed train --config small --out "$RUN" --no-progress \
   "train.data=$DATA" "train.init_from=$START" model.length_head=512 \
   train.batch_size=64 train.lr=0.0001 train.warmup_steps=30 train.max_steps=20000 train.ema_decay=0.998 \
   train.eval_every=150 train.save_every=150 train.save_minutes=5 train.eval_batches=8 train.eval_decode_n=256 \
