@@ -91,9 +91,8 @@ class TrainConfig:
     resident: bool = False
     sync_free: bool = False
     eval_minutes: float = 0.0  # also validate (and keep the best model) every this many training minutes
-    save_minutes: float = (
-        10.0  # also save a checkpoint when this many wall-clock minutes passed since the last (0 = off)
-    )
+    # also save when this many wall-clock minutes passed since the last save (0 = off): a crash loses at most that
+    save_minutes: float = 10.0
 
 
 @dataclass(frozen=True)
