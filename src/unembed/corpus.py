@@ -781,6 +781,11 @@ BUILTIN: dict[str, BuiltinSource] = {
 }
 
 
+def is_builtin(source: str) -> bool:
+    """``builtin`` or ``builtin:NAME[,NAME]``."""
+    return source == "builtin" or source.startswith("builtin:")
+
+
 def _builtin_names(source: str) -> list[str]:
     if source == "builtin":
         return list(BUILTIN)
@@ -883,7 +888,7 @@ def _parquet_documents(path: Path) -> Iterator[tuple[str, str]]:
 
 def documents(source: str, skip_missing: bool = False) -> Iterator[tuple[str, str]]:
     """(source name, document) for any source string (see the module docstring)."""
-    if source == "builtin" or source.startswith("builtin:"):
+    if is_builtin(source):
         return builtin_documents(source, skip_missing)
     if source == "c4":
         return c4_documents()
@@ -938,7 +943,7 @@ def iter_sentences(source: str, limit: int | None = None, *, skip_missing: bool 
     skip_missing=True).
     """
     docs = documents(source, skip_missing)  # validates the source before anything is read
-    builtin = source == "builtin" or source.startswith("builtin:")
+    builtin = is_builtin(source)
     caps = {n: s.cap for n, s in BUILTIN.items() if s.cap} if builtin else {}
     return unique_sentences(docs, limit, caps)
 
@@ -948,7 +953,7 @@ def corpus_manifest(source: str, by_source: Counter, by_split: Counter) -> dict:
     sources = {}
     for name, n in by_source.items():
         entry: dict = {"sentences": n}
-        if name in BUILTIN and (source == "builtin" or source.startswith("builtin:")):
+        if name in BUILTIN and is_builtin(source):
             b = BUILTIN[name]
             entry.update(licence=b.licence, cap=b.cap, fetch=b.install)
         sources[name] = entry
@@ -967,7 +972,7 @@ class _CorpusProgress:
     source), else a running count with its rate."""
 
     def __init__(self, source: str, limit: int | None, enabled: bool):
-        builtin = source == "builtin" or source.startswith("builtin:")
+        builtin = is_builtin(source)
         self.by_source = limit is None and builtin
         self.total = limit if limit is not None else (len(_builtin_names(source)) if builtin else None)
         self.enabled, self.bar = enabled, None
