@@ -3,7 +3,8 @@
 # resumable. Re-run the same command after any interruption: it resumes from the last save in
 # runs/continual (a fresh optimizer only when that folder is gone). Low priority (nice 19) and
 # 2 threads, so the machine stays usable; pause it (kill -INT saves first) for benchmarks and tests.
-# Recipe: the winner of docs/recipes.md (t_power 0.5: more training near full masking, lr 1e-4).
+# Recipe: the winner of docs/recipes.md (t_power 0.5: more training near full masking, lr 1e-4),
+# with bf16 autocast (fp32 weights; 1.3x the sequences/s of fp32 here with the same losses step for step).
 #   START  model folder to start from (default models/minilm-default: the shipped decoder + head)
 #   DATA   prepared folder (default data/minilm-sub74k, made as docs/recipes.md shows)
 # data/ and runs/ are not in git and a new checkout starts without them, so the run and its data
@@ -35,4 +36,4 @@ exec nice -n 19 .venv/bin/unembed train --config small --out "$RUN" --no-progres
   "train.data=$DATA" "train.init_from=$START" model.length_head=512 \
   train.batch_size=64 train.lr=0.0001 train.warmup_steps=30 train.max_steps=20000 train.ema_decay=0.998 \
   train.eval_every=150 train.save_every=150 train.save_minutes=5 train.eval_batches=8 train.eval_decode_n=256 \
-  train.log_every=25 schedule.t_power=0.5
+  train.log_every=25 schedule.t_power=0.5 train.precision=bf16

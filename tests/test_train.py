@@ -72,6 +72,9 @@ def test_mismatched_data_and_changed_config_fail(tmp_path, data_dir):
     train(cfg_for(data_dir, "train.max_steps=2"), tmp_path / "z", progress=False)
     with pytest.raises(ValueError, match="another config"):
         Trainer(cfg_for(data_dir, "train.lr=0.1"), tmp_path / "z", progress=False)
+    # the arithmetic precision is not part of a run: bf16 autocast resumes the fp32 run's state
+    resumed = train(cfg_for(data_dir, "train.max_steps=4", "train.precision=bf16"), tmp_path / "z", progress=False)
+    assert resumed["train_step"] == 4
 
 
 def test_batch_order_is_a_pure_function_of_the_cursor():

@@ -314,9 +314,11 @@ class Trainer:
         return cfg
 
     def _check_same_run(self, cfg: Config, saved: Config) -> None:
+        # How long, how often to save and the arithmetic precision (autocast on or off, same fp32
+        # weights and optimizer state) may change on resume; the rest defines the run.
+        free = {"max_steps": 0, "max_minutes": 0.0, "save_minutes": 0.0, "precision": "auto"}
         if (
-            replace(saved.train, max_steps=0, max_minutes=0.0, save_minutes=0.0)
-            != replace(cfg.train, max_steps=0, max_minutes=0.0, save_minutes=0.0)
+            replace(saved.train, **free) != replace(cfg.train, **free)
             or saved.model != cfg.model
             or saved.schedule != cfg.schedule
         ):
