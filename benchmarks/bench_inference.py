@@ -16,9 +16,12 @@ on real vectors (common.SENTENCES at batch 1, the first ``--batch`` lines of ``-
 same sentences repeated for the batch), once per decoding variant in the same run, so that the
 old path and the new one are compared on one machine state:
 
-* ``fp32-full``: the decoding before the speed work (length head, fp32, every pass on all L)
+* ``fp32-full``: the decoding before the speed work (length head, fp32, every pass on all L,
+  the vocabulary projection of a pass in one piece)
 * ``fp32-compact``: passes computed up to each sentence's EOS only
 * ``bf16-compact``, ``int8-compact`` (int8 is the CPU default, ``sample.precision: auto``)
+* ``int8-compact-whole``: int8-compact with each pass's vocabulary projection in one piece
+  instead of ``sampling.HEAD_ROWS`` rows at a time (the default before chunking)
 
 Latency is the mean over the sentences of each one's fastest run; FLOPs are counted from the
 positions each pass really computed, and a variant's peak share is against the matmul peak of
@@ -50,12 +53,17 @@ from common import (
     write_json,
 )
 
-# Decoding variants of --model: (precision, compact passes).
+from unembed import sampling
+from unembed.sampling import HEAD_ROWS
+
+# Decoding variants of --model: (precision, compact passes, rows per vocabulary-projection chunk;
+# 0 = all masked positions of a pass at once, as before sampling.HEAD_ROWS).
 VARIANTS = {
-    "fp32-full": ("fp32", False),
-    "fp32-compact": ("fp32", True),
-    "bf16-compact": ("bf16", True),
-    "int8-compact": ("int8", True),
+    "fp32-full": ("fp32", False, 0),
+    "fp32-compact": ("fp32", True, HEAD_ROWS),
+    "bf16-compact": ("bf16", True, HEAD_ROWS),
+    "int8-compact-whole": ("int8", True, 0),
+    "int8-compact": ("int8", True, HEAD_ROWS),
 }
 MODEL_COLUMNS = [
     ("variant", "variant", "s"),
@@ -238,7 +246,8 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     with torch.inference_mode():
         for variant in args.variants:
-            precision, compact = VARIANTS[variant]
+            precision, compact, head_rows = VARIANTS[variant]
+            sampling.HEAD_ROWS = head_rows or 1 << 30
             model = for_inference(inv.model, precision)
             for strategy in args.strategies:
                 lat, lat_flops, lat_runs = [], [], 0
@@ -261,6 +270,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
                         "variant": variant,
                         "precision": precision,
                         "compact": compact,
+                        "head_rows": head_rows,
                         "strategy": strategy,
                         "steps": steps,
                         "latency_ms": 1000 * mean_lat,
@@ -276,6 +286,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
                 print(
                     f"  {variant}/{strategy}: {1000 * mean_lat:.1f} ms, {args.batch / wall:.1f} sent/s", file=sys.stderr
                 )
+    sampling.HEAD_ROWS = HEAD_ROWS
     peaks_end = {p: matmul_peak_gflops(n, reps, p) for p in precisions}
     peaks = {p: max(peaks_start[p], peaks_end[p]) for p in precisions}
     first = {r["strategy"]: r for r in rows if r["variant"] == args.variants[0]}

@@ -213,3 +213,27 @@ def test_a_generator_per_row_decodes_each_row_as_alone(length_model, strategy, w
 def test_a_generator_per_row_needs_one_per_row(length_model):
     with pytest.raises(ValueError, match="one generator per row"):
         list(denoise(length_model, torch.randn(2, 8), generator=[torch.Generator()]))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_vocabulary_projection_in_chunks_changes_nothing(model, strategy, monkeypatch):
+    """The arg-max path projects at most HEAD_ROWS masked positions at a time (so a big batch's
+    logits stay in cache); in fp32 the decode is identical to projecting them all at once."""
+    from unembed import sampling
+
+    cond = torch.randn(6, 8)
+    whole = list(denoise(model, cond, strategy=strategy, num_steps=4, generator=torch.Generator().manual_seed(3)))
+    rows = []
+
+    class Rows(CountingModel):
+        def logits(self, h):
+            rows.append(h.shape[0])
+            return self.inner.logits(h)
+
+    monkeypatch.setattr(sampling, "HEAD_ROWS", 5)
+    chunked = list(
+        denoise(Rows(model), cond, strategy=strategy, num_steps=4, generator=torch.Generator().manual_seed(3))
+    )
+    assert max(rows) == 5 and sum(rows) > 5 * 4
+    for a, b in zip(whole, chunked, strict=True):
+        assert torch.equal(a.ids, b.ids) and torch.allclose(a.confidence, b.confidence)
