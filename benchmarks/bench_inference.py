@@ -34,6 +34,7 @@ its own precision (fp32, bf16, int8), measured at the start and the end of the r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from typing import Any
 
@@ -223,6 +224,15 @@ def model_invert_fn(inv, model, strategy: str, steps: int, cond: torch.Tensor, c
     return run
 
 
+@contextlib.contextmanager
+def _keeping_head_rows():
+    """Variants set sampling.HEAD_ROWS; put the library's value back however the block ends."""
+    try:
+        yield
+    finally:
+        sampling.HEAD_ROWS = HEAD_ROWS
+
+
 def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     """--model mode: every variant x strategy on real vectors, in one run."""
     from unembed.inverter import Inverter
@@ -244,7 +254,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     precisions = sorted({VARIANTS[v][0] for v in args.variants})
     peaks_start = {p: matmul_peak_gflops(n, reps, p) for p in precisions}
     rows = []
-    with torch.inference_mode():
+    with torch.inference_mode(), _keeping_head_rows():
         for variant in args.variants:
             precision, compact, head_rows = VARIANTS[variant]
             sampling.HEAD_ROWS = head_rows or 1 << 30
@@ -286,7 +296,6 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
                 print(
                     f"  {variant}/{strategy}: {1000 * mean_lat:.1f} ms, {args.batch / wall:.1f} sent/s", file=sys.stderr
                 )
-    sampling.HEAD_ROWS = HEAD_ROWS
     peaks_end = {p: matmul_peak_gflops(n, reps, p) for p in precisions}
     peaks = {p: max(peaks_start[p], peaks_end[p]) for p in precisions}
     first = {r["strategy"]: r for r in rows if r["variant"] == args.variants[0]}
