@@ -22,6 +22,11 @@ old path and the new one are compared on one machine state:
 * ``bf16-compact``, ``int8-compact`` (int8 is the CPU default, ``sample.precision: auto``)
 * ``int8-compact-whole``: int8-compact with each pass's vocabulary projection in one piece
   instead of ``sampling.HEAD_ROWS`` rows at a time (the default before chunking)
+* ``int8-compact-torch``: int8-compact with the arg-max and its probability computed by torch
+  operations instead of the fused kernel of ``unembed.kernels`` (the default before the kernel)
+
+Every variant but ``fp32-full`` and the ``-torch`` one uses the fused kernel where it is built
+here (the JSON records ``kernels.status()``).
 
 Latency is the mean over the sentences of each one's fastest run; FLOPs are counted from the
 positions each pass really computed, and a variant's peak share is against the matmul peak of
@@ -54,17 +59,19 @@ from common import (
     write_json,
 )
 
-from unembed import sampling
+from unembed import kernels, sampling
 from unembed.sampling import HEAD_ROWS
 
 # Decoding variants of --model: (precision, compact passes, rows per vocabulary-projection chunk;
-# 0 = all masked positions of a pass at once, as before sampling.HEAD_ROWS).
+# 0 = all masked positions of a pass at once, as before sampling.HEAD_ROWS; the fused arg-max
+# kernel on or off).
 VARIANTS = {
-    "fp32-full": ("fp32", False, 0),
-    "fp32-compact": ("fp32", True, HEAD_ROWS),
-    "bf16-compact": ("bf16", True, HEAD_ROWS),
-    "int8-compact-whole": ("int8", True, 0),
-    "int8-compact": ("int8", True, HEAD_ROWS),
+    "fp32-full": ("fp32", False, 0, False),
+    "fp32-compact": ("fp32", True, HEAD_ROWS, True),
+    "bf16-compact": ("bf16", True, HEAD_ROWS, True),
+    "int8-compact-whole": ("int8", True, 0, True),
+    "int8-compact-torch": ("int8", True, HEAD_ROWS, False),
+    "int8-compact": ("int8", True, HEAD_ROWS, True),
 }
 MODEL_COLUMNS = [
     ("variant", "variant", "s"),
@@ -225,12 +232,14 @@ def model_invert_fn(inv, model, strategy: str, steps: int, cond: torch.Tensor, c
 
 
 @contextlib.contextmanager
-def _keeping_head_rows():
-    """Variants set sampling.HEAD_ROWS; put the library's value back however the block ends."""
+def _keeping_library_settings():
+    """Variants set sampling.HEAD_ROWS and kernels.ENABLED; put the library's values back however
+    the block ends."""
+    enabled = kernels.ENABLED
     try:
         yield
     finally:
-        sampling.HEAD_ROWS = HEAD_ROWS
+        sampling.HEAD_ROWS, kernels.ENABLED = HEAD_ROWS, enabled
 
 
 def bench_model(args: argparse.Namespace) -> dict[str, Any]:
@@ -254,10 +263,11 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     precisions = sorted({VARIANTS[v][0] for v in args.variants})
     peaks_start = {p: matmul_peak_gflops(n, reps, p) for p in precisions}
     rows = []
-    with torch.inference_mode(), _keeping_head_rows():
+    with torch.inference_mode(), _keeping_library_settings():
         for variant in args.variants:
-            precision, compact, head_rows = VARIANTS[variant]
+            precision, compact, head_rows, fused = VARIANTS[variant]
             sampling.HEAD_ROWS = head_rows or 1 << 30
+            kernels.ENABLED = fused
             model = for_inference(inv.model, precision)
             for strategy in args.strategies:
                 lat, lat_flops, lat_runs = [], [], 0
@@ -281,6 +291,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
                         "precision": precision,
                         "compact": compact,
                         "head_rows": head_rows,
+                        "fused_argmax": fused,
                         "strategy": strategy,
                         "steps": steps,
                         "latency_ms": 1000 * mean_lat,
@@ -313,6 +324,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
         "peak_gflops_start": peaks_start,
         "peak_gflops_end": peaks_end,
         "sentences_b1": texts,
+        "argmax_kernel": kernels.status(),
         "rows": rows,
         "args": {k: v for k, v in vars(args).items() if k != "json"},
     }

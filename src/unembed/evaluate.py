@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import kernels
 from .inverter import Inversion, Inverter
 from .metrics import (
     bleu,
@@ -471,6 +472,8 @@ def _context(
         "seed": seed,
         "batch_size": batch_size,
         "device": str(inv.device),
+        "precision": getattr(inv.model, "precision", "fp32"),
+        "argmax_kernel": kernels.status() if inv.device.type == "cpu" else "torch",
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "machine": _cpu_name(),

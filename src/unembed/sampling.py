@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import kernels
 from .schedule import alpha, t_for_masked_fraction
 
 STRATEGIES = ("confidence", "euler", "remask", "two-stage")
@@ -82,6 +83,10 @@ def _argmax_confidence(model, hidden: torch.Tensor) -> tuple[torch.Tensor, torch
     conf = torch.empty(m, dtype=torch.float32, device=hidden.device)
     for i in range(0, m, HEAD_ROWS):
         logits = model.logits(hidden[i : i + HEAD_ROWS]).float()
+        fused = kernels.head_reduce(logits)  # None off the CPU or without the built kernel
+        if fused is not None:
+            tok[i : i + HEAD_ROWS], conf[i : i + HEAD_ROWS] = fused
+            continue
         best, tok[i : i + HEAD_ROWS] = logits.max(-1)
         conf[i : i + HEAD_ROWS] = torch.exp(best - torch.logsumexp(logits, -1))
     return tok, conf
