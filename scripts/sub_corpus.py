@@ -7,6 +7,10 @@ same whatever the training part's size. Deterministic for a given corpus, sizes 
     python scripts/sub_corpus.py --corpus data/corpus/builtin.jsonl --validation 2048 --train 72000 \
         --out data/corpus/sub74k.jsonl
     unembed prepare --source data/corpus/sub74k.jsonl --encoder minilm --out data/minilm-sub74k
+
+--skip takes the training sentences after the first N of the same shuffle: a fresh slice with the
+same validation rows, for continuing a model that has seen the first slice many times over
+(`--train 200000 --skip 72000` shares no training sentence with the example above).
 """
 
 from __future__ import annotations
@@ -25,11 +29,14 @@ def main() -> int:
     ap.add_argument("--corpus", required=True, help="a corpus JSONL ({'text', 'source'} per line)")
     ap.add_argument("--validation", type=int, default=2048, help="validation sentences (first in the output)")
     ap.add_argument("--train", type=int, default=72000, help="random training sentences after them")
+    ap.add_argument("--skip", type=int, default=0, help="leave out the first N shuffled training sentences")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     if args.validation < 1 or args.train < 1:
         sys.exit("sub_corpus: --validation and --train must be positive")
+    if args.skip < 0:
+        sys.exit("sub_corpus: --skip must be 0 or more")
     corpus, out = Path(args.corpus), Path(args.out)
     if not corpus.is_file():
         sys.exit(f"sub_corpus: corpus file not found: {corpus}")
@@ -44,7 +51,10 @@ def main() -> int:
     rng = random.Random(args.seed)
     for split in ("validation", "train"):
         rng.shuffle(by_split[split])
-    rows = by_split["validation"][: args.validation] + by_split["train"][: args.train]
+    train = by_split["train"][args.skip : args.skip + args.train]
+    if not train:
+        sys.exit(f"sub_corpus: --skip {args.skip} leaves no training sentence ({len(by_split['train'])} in the corpus)")
+    rows = by_split["validation"][: args.validation] + train
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
