@@ -97,6 +97,11 @@ def test_confidence_commits_once_and_reveals_even_counts(model):
 def test_remask_remasks_and_two_stage_refines(model):
     rem = list(denoise(model, torch.randn(2, 8), strategy="remask", num_steps=12, remask_ratio=0.2))
     assert any(s.remasked.any() for s in rem[:-1]) and not rem[-1].remasked.any()
+    # the count is each row's own: a short row batched with a long one does not switch it off
+    lengths = torch.tensor([2, 15])
+    rem = list(denoise(model, torch.randn(2, 8), strategy="remask", num_steps=8, remask_ratio=0.2, lengths=lengths))
+    per_row = torch.stack([s.remasked.sum(1) for s in rem])
+    assert per_row[:, 1].sum() > 0 and per_row[:, 0].sum() == 0
     two = list(denoise(model, torch.randn(2, 8), strategy="two-stage", num_steps=6, refine_ratio=0.25))
     assert not two[2].masked.any()  # the draft is complete after ceil(6/2) steps
     assert two[3].remasked.sum(1).eq(4).all()  # then 25% of 16 positions go back to masks
@@ -199,7 +204,7 @@ def test_a_generator_per_row_decodes_each_row_as_alone(length_model, strategy, w
     """With one generator per row, random strategies batch: each row is what it is alone."""
     cond, lengths = torch.randn(3, 8), torch.tensor([4, 15, 8])
     seeds = [5, 6, 7]
-    kw = {"strategy": strategy, "num_steps": 5}
+    kw = {"strategy": strategy, "num_steps": 5, "remask_ratio": 0.25}  # a ratio at which remask fires
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     together = list(denoise(length_model, cond, generator=gens, lengths=lengths if with_length else None, **kw))
     for i, s in enumerate(seeds):

@@ -67,7 +67,7 @@ def reveal_counts_rows(n: torch.Tensor, steps: int) -> torch.Tensor:
     return cum[:, 1:] - cum[:, :-1]
 
 
-HEAD_ROWS = 256  # rows of the vocabulary projection per chunk (docs/speed.md)
+HEAD_ROWS = 128  # rows of the vocabulary projection per chunk (docs/speed.md)
 
 
 def _argmax_confidence(model, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -244,7 +244,8 @@ def _euler_steps(run: _Run, remask_ratio: float):
         run.commit(reveal, tok, conf)
         remasked = torch.zeros_like(reveal)
         if remask_ratio > 0 and i < n - 1:
-            k = round(remask_ratio * int(committed_before.sum(1).min().item()))
+            # per row: a short row in the batch must not stop a long one from re-masking
+            k = (remask_ratio * committed_before.sum(1).float()).round().long()
             remasked = run.lowest(k, committed_before, run.conf)
             run.remask(remasked)
         yield run.emit(t, reveal, remasked)
