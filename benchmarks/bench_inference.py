@@ -22,6 +22,7 @@ old path and the new one are compared on one machine state:
 * ``bf16-compact``, ``int8-compact`` (int8 is the CPU default, ``sample.precision: auto``)
 * ``int8-compact-whole``: int8-compact with each pass's vocabulary projection in one piece
   instead of ``sampling.HEAD_ROWS`` rows at a time (the default before chunking)
+* ``int8-compact-256``: int8-compact with chunks of 256 rows (the default before 128)
 * ``int8-compact-torch``: int8-compact with the arg-max and its probability computed by torch
   operations instead of the fused kernel of ``unembed.kernels`` (the default before the kernel)
 
@@ -70,6 +71,7 @@ VARIANTS = {
     "fp32-compact": ("fp32", True, HEAD_ROWS, True),
     "bf16-compact": ("bf16", True, HEAD_ROWS, True),
     "int8-compact-whole": ("int8", True, 0, True),
+    "int8-compact-256": ("int8", True, 256, True),
     "int8-compact-torch": ("int8", True, HEAD_ROWS, False),
     "int8-compact": ("int8", True, HEAD_ROWS, True),
 }
