@@ -60,6 +60,21 @@ def minilm_encoder():
     return load_encoder("minilm")
 
 
+def random_denoiser(seed: int = 0, vocab_size: int = 100, overrides: tuple[str, ...] = ()):
+    """A tiny random ``Denoiser`` (condition width 8, mask = vocab_size - 1, pad 0, EOS 1), in eval
+    mode, its zero-initialised parts perturbed so that predictions depend on the condition."""
+    from unembed.config import load_config, resolve_derived
+    from unembed.model import Denoiser
+
+    torch.manual_seed(seed)
+    cfg = resolve_derived(load_config("tiny", overrides=list(overrides)), vocab_size, 8, vocab_size - 1, 0, 1)
+    m = Denoiser(cfg.model).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return m
+
+
 def make_model_dir(
     path: Path,
     tokenizer,

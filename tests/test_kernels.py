@@ -12,22 +12,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import random_denoiser
 from unembed import kernels
-from unembed.config import load_config, resolve_derived
-from unembed.model import Denoiser
 from unembed.sampling import denoise
 
 
 @pytest.fixture(scope="module")
 def model():
     """A tiny random denoiser over a 1,000-token vocabulary (not a multiple of the 16 lanes)."""
-    torch.manual_seed(0)
-    cfg = resolve_derived(load_config("tiny"), 1000, 8, 999, 0, 1)
-    m = Denoiser(cfg.model).eval()
-    with torch.no_grad():  # break the zero-init so predictions depend on the condition
-        for p in m.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return m
+    return random_denoiser(0, vocab_size=1000)
 
 
 def _torch_reduce(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,5 +1,6 @@
 import torch
 
+from conftest import random_denoiser
 from unembed.config import load_config, resolve_derived
 from unembed.loss import diffusion_loss
 from unembed.model import Denoiser, init_from_encoder
@@ -70,12 +71,7 @@ def test_init_from_encoder_copies_matching_tensors():
 
 def test_visible_rows_match_their_sentence_alone():
     """forward(visible=n): each row's positions 0..n are what the row alone, cut at n, gives."""
-    torch.manual_seed(0)
-    cfg = resolve_derived(load_config("tiny"), 100, 8, 99, 0, 1)
-    m = Denoiser(cfg.model).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    m = random_denoiser(0)
     ids, t, cond = torch.randint(0, 99, (3, 10)), torch.rand(3), torch.randn(3, 8)
     visible = torch.tensor([4, 9, 0])
     with torch.no_grad():

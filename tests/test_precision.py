@@ -4,23 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_model_dir
-from unembed.config import load_config, resolve_derived
+from conftest import make_model_dir, random_denoiser
 from unembed.inverter import Inverter
-from unembed.model import Denoiser
 from unembed.precision import PRECISIONS, for_inference, int8_available
 from unembed.sampling import denoise, final
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    cfg = resolve_derived(load_config("tiny", overrides=["model.length_head=16"]), 100, 8, 99, 0, 1)
-    m = Denoiser(cfg.model).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return m
+    return random_denoiser(0, overrides=("model.length_head=16",))
 
 
 def _available(precision):

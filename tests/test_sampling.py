@@ -5,8 +5,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from unembed.config import load_config, resolve_derived
-from unembed.model import Denoiser
+from conftest import random_denoiser
 from unembed.sampling import STRATEGIES, denoise, reveal_counts, reveal_counts_rows
 
 L = 16
@@ -14,13 +13,7 @@ L = 16
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    cfg = resolve_derived(load_config("tiny"), 100, 8, 99, 0, 1)
-    m = Denoiser(cfg.model).eval()
-    with torch.no_grad():  # break the zero-init so predictions depend on the condition
-        for p in m.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return m
+    return random_denoiser(0)
 
 
 class CountingModel(torch.nn.Module):
@@ -131,13 +124,7 @@ def test_reveal_counts_rows_matches_reveal_counts(n, steps):
 
 @pytest.fixture(scope="module")
 def length_model():
-    torch.manual_seed(1)
-    cfg = resolve_derived(load_config("tiny", overrides=["model.length_head=16"]), 100, 8, 99, 0, 1)
-    m = Denoiser(cfg.model).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return m
+    return random_denoiser(1, overrides=("model.length_head=16",))
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
