@@ -29,6 +29,9 @@ for p in "$DATA" "$RUN"; do
     mkdir -p "$(dirname "$p")" && ln -s "$KEEP/$p" "$p"
   fi
 done
+if [ ! -e "$RUN" ]; then  # a new run starts in the cache, so a later checkout finds it
+  mkdir -p "$KEEP/$RUN" "$(dirname "$RUN")" && ln -s "$KEEP/$RUN" "$RUN"
+fi
 if [ ! -f "$DATA/manifest.json" ]; then
   echo "continual_train: no prepared data in $DATA; make it first (docs/recipes.md):" >&2
   echo "  make corpus && python scripts/sub_corpus.py --corpus data/corpus/builtin.jsonl --train 200000 --skip 72000 --out data/corpus/fresh200k.jsonl" >&2
