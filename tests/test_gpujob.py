@@ -47,6 +47,16 @@ def test_ceiling_of_the_small_preset():
     m = replace(m, vocab_size=30522, cond_dim=384)
     ceiling = ceiling_seq_per_s(m)  # 989 TFLOP/s over ~3.2 GFLOP a sequence
     assert 290_000 < ceiling < 320_000
+    # t_power 0.5 masks two thirds of the positions on average: more head work, a lower ceiling
+    assert ceiling_seq_per_s(m, power=0.5) < ceiling
+
+
+@pytest.mark.parametrize("power, share", [(1.0, 0.5), (0.5, 2 / 3), (2.0, 1 / 3)])
+def test_masked_share_follows_the_t_power(power, share):
+    """Linear schedule: the masked share is E[t], and t = u^power has mean 1 / (1 + power)."""
+    from unembed.gpujob import masked_share
+
+    assert masked_share("linear", 5.0, 1e-6, power) == pytest.approx(share, abs=1e-3)
 
 
 @pytest.mark.slow

@@ -274,12 +274,13 @@ def train_flops_per_seq(mcfg, masked_share: float) -> float:
     return 3 * forward
 
 
-def masked_share(kind: str, lam: float, eps: float) -> float:
-    """E[1 - alpha(t)] for t uniform on [eps, 1]: the share of positions the head runs on."""
+def masked_share(kind: str, lam: float, eps: float, power: float = 1.0) -> float:
+    """E[1 - alpha(t)] for t = eps + (1 - eps) u^power, u uniform (``schedule.sample_t``): the share
+    of positions the head runs on (0.50 for the linear schedule, 0.67 with ``t_power`` 0.5)."""
     from .schedule import alpha
 
     u = (torch.arange(4096, dtype=torch.float64) + 0.5) / 4096
-    return float((1 - alpha(eps + (1 - eps) * u, kind, lam)).mean())
+    return float((1 - alpha(eps + (1 - eps) * u**power, kind, lam)).mean())
 
 
 def measure_matmul_peak(device: torch.device) -> float:
@@ -374,8 +375,8 @@ def run_job(
     return exporter.finish(trainer.out)
 
 
-def _schedule(cfg) -> tuple[str, float, float]:
-    return cfg.schedule.kind, cfg.schedule.lam, cfg.schedule.eps
+def _schedule(cfg) -> tuple[str, float, float, float]:
+    return cfg.schedule.kind, cfg.schedule.lam, cfg.schedule.eps, cfg.schedule.t_power
 
 
 class Exporter:
@@ -465,6 +466,8 @@ def _replace_into(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def ceiling_seq_per_s(mcfg, kind: str = "linear", lam: float = 5.0, eps: float = 1e-3, peak: float = H200_BF16_DENSE):
+def ceiling_seq_per_s(
+    mcfg, kind: str = "linear", lam: float = 5.0, eps: float = 1e-3, peak: float = H200_BF16_DENSE, power: float = 1.0
+):
     """Sequences/s if every FLOP ran at ``peak``: the bound no recipe on this model can pass."""
-    return peak / train_flops_per_seq(mcfg, masked_share(kind, lam, eps))
+    return peak / train_flops_per_seq(mcfg, masked_share(kind, lam, eps, power))
