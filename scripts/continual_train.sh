@@ -22,6 +22,9 @@ DATA="${DATA:-data/minilm-fresh200k}"
 RUN="${RUN:-runs/continual-fresh}"
 KEEP="${UNEMBED_CACHE:-$HOME/.cache/unembed}/continual"
 for p in "$DATA" "$RUN"; do
+  case "$p" in /* | *..*)  # only paths inside the checkout are kept in the cache
+    echo "continual_train: DATA and RUN must be relative paths inside the checkout, got: $p" >&2; exit 2 ;;
+  esac
   if [ -e "$p" ] && [ ! -L "$p" ] && [ ! -e "$KEEP/$p" ]; then  # first run here: keep it in the cache
     mkdir -p "$(dirname "$KEEP/$p")" && mv "$p" "$KEEP/$p"
   fi
@@ -29,8 +32,12 @@ for p in "$DATA" "$RUN"; do
     mkdir -p "$(dirname "$p")" && ln -s "$KEEP/$p" "$p"
   fi
 done
+if [ -L "$RUN" ] && [ ! -e "$RUN" ]; then  # a link to a run folder that is gone
+  echo "continual_train: $RUN links to $(readlink "$RUN"), which does not exist; remove the link to start a new run" >&2
+  exit 2
+fi
 if [ ! -e "$RUN" ]; then  # a new run starts in the cache, so a later checkout finds it
-  mkdir -p "$KEEP/$RUN" "$(dirname "$RUN")" && ln -s "$KEEP/$RUN" "$RUN"
+  mkdir -p "$KEEP/$RUN" "$(dirname "$RUN")" && ln -sfn "$KEEP/$RUN" "$RUN"
 fi
 if [ ! -f "$DATA/manifest.json" ]; then
   echo "continual_train: no prepared data in $DATA; make it first (docs/recipes.md):" >&2

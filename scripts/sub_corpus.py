@@ -54,6 +54,8 @@ def main() -> int:
     train = by_split["train"][args.skip : args.skip + args.train]
     if not train:
         sys.exit(f"sub_corpus: --skip {args.skip} leaves no training sentence ({len(by_split['train'])} in the corpus)")
+    if len(train) < args.train:
+        print(f"sub_corpus: only {len(train)} training sentences after --skip {args.skip}", file=sys.stderr)
     rows = by_split["validation"][: args.validation] + train
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

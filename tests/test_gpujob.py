@@ -51,6 +51,17 @@ def test_ceiling_of_the_small_preset():
     assert ceiling_seq_per_s(m, power=0.5) < ceiling
 
 
+def test_the_job_counts_flops_with_the_presets_t_power():
+    """The job's FLOP count reads the config's t distribution: the GPU preset masks two thirds."""
+    from unembed.config import load_config
+    from unembed.gpujob import _schedule, masked_share
+
+    assert masked_share(*_schedule(load_config("minilm-default"))) == pytest.approx(2 / 3, abs=2e-3)
+    assert masked_share(*_schedule(load_config("minilm-default", overrides=["schedule.t_power=1"]))) == pytest.approx(
+        0.5, abs=2e-3
+    )
+
+
 @pytest.mark.parametrize("power, share", [(1.0, 0.5), (0.5, 2 / 3), (2.0, 1 / 3)])
 def test_masked_share_follows_the_t_power(power, share):
     """Linear schedule: the masked share is E[t], and t = u^power has mean 1 / (1 + power)."""

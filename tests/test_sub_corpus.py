@@ -40,6 +40,10 @@ def test_skip_gives_a_disjoint_training_slice_with_the_same_validation(tmp_path)
     assert a[:10] == b[:10] and all(split_of(t) == "validation" for t in a[:10])
     assert len(a) == 510 and len(b) == 810
     assert not set(a[10:]) & set(b[10:])
+    # the skipped slice continues the first one: together they are the first 1,300 of one shuffle
+    whole = tmp_path / "w.jsonl"
+    _run("--corpus", str(corpus), "--validation", "10", "--train", "1300", "--out", str(whole))
+    assert _texts(whole)[10:] == a[10:] + b[10:]
     assert all(split_of(t) == "train" for t in a[10:] + b[10:])
     # the same arguments give the same file
     again = tmp_path / "a2.jsonl"
