@@ -62,6 +62,22 @@ def test_the_job_counts_flops_with_the_presets_t_power():
     )
 
 
+@pytest.mark.parametrize("head", [0, 16])
+def test_measure_inversion_times_batches_until_the_limit(tmp_path, minilm_tokenizer, head):
+    """The job's inversion measurement: every vector when time allows, stops after the batch that
+    crosses the limit, and says whether the length head batched the rows by length."""
+    from conftest import make_model_dir
+    from unembed.gpujob import measure_inversion
+
+    model = make_model_dir(tmp_path / "m", minilm_tokenizer, 8, overrides=[f"model.length_head={head}"])
+    vectors = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float16)
+    r = measure_inversion(model, vectors, torch.device("cpu"), seconds=60, batch=16, steps=4)
+    assert r["sentences"] == r["of"] == 40 and r["sentences_per_s"] > 0 and r["num_steps"] == 4
+    assert r["length"] == ("head" if head else "free") and r["device"] == "cpu"
+    first = measure_inversion(model, vectors, torch.device("cpu"), seconds=0, batch=16, steps=4)
+    assert first["sentences"] == 16  # one batch, then the limit
+
+
 @pytest.mark.parametrize("power, share", [(1.0, 0.5), (0.5, 2 / 3), (2.0, 1 / 3)])
 def test_masked_share_follows_the_t_power(power, share):
     """Linear schedule: the masked share is E[t], and t = u^power has mean 1 / (1 + power)."""
@@ -96,9 +112,14 @@ def test_dry_run_pack_prepare_train_export_load(tmp_path, caplog):
         overrides=["train.eval_minutes=0.1", "train.log_every=5", "train.eval_decode_n=8", "train.eval_batches=1"],
         work=str(tmp_path / "work"),
         shard_mb=2.0,
-        margin_s=15,
+        margin_s=20,
+        invert_n=48,
     )
     assert result["final"] and result["exports"] >= 2 and result["train_steps"] > 0
+    # what is left of the margin timed batched inversion with the exported model (tiny has no head)
+    inv_run = result["inversion"]
+    assert 0 < inv_run["sentences"] <= inv_run["of"] == 48 and inv_run["sentences_per_s"] > 0
+    assert inv_run["length"] == "free" and inv_run["num_steps"] == 8
     assert result["prepare"]["embed_s"] >= 0 and result["sequences_seen"] == result["train_steps"] * 16
     assert result["wall_s"] < 60 + 10  # stopped itself with a margin
     files = sorted(p.name for p in out.iterdir())

@@ -255,6 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--margin-s", type=_positive_float, default=40.0, help="stop training this long before --minutes are up"
     )
+    p.add_argument(
+        "--invert-n",
+        type=_count,
+        default=100_000,
+        help="after training, time batched inversion of up to N vectors in what is left of the margin (0: skip)",
+    )
     _add_package_commands(add)
     return ap
 
@@ -710,6 +716,7 @@ def cmd_gpu_train(args) -> int:
         shard_mb=args.shard_mb,
         limit=args.limit,
         margin_s=args.margin_s,
+        invert_n=args.invert_n,
     )
     print(json.dumps({k: v for k, v in result.items() if k != "log"}))
     return 0

@@ -320,11 +320,14 @@ def run_job(
     shard_mb: float = 15.5,
     limit: int | None = None,
     margin_s: float = 40.0,
+    invert_n: int = 100_000,
 ) -> dict:
     """Prepare + train for ``minutes`` in all (wall clock from this call); the best model is in ``out``.
 
     Training stops ``margin_s`` before the end (time for the last validation, save and export);
-    its learning-rate schedule runs over what is left after preparation.
+    its learning-rate schedule runs over what is left after preparation. What is left of the
+    margin after the last export measures batched inversion with the exported model (up to
+    ``invert_n`` vectors, ``measure_inversion``; 0 skips it): it never takes training time.
     """
     from .config import load_config
     from .prepare import prepare_clean
@@ -372,7 +375,69 @@ def run_job(
     trainer = Trainer(cfg, work_dir / "run", progress=False, on_save=exporter, deadline=deadline)
     summary["flops_per_seq"] = train_flops_per_seq(trainer.cfg.model, masked_share(*_schedule(trainer.cfg)))
     trainer.run()  # its last save exports the run's model (on_save)
+    exporter.finish(trainer.out)
+    left = t0 + 60 * minutes - INVERT_RESERVE_S - time.time()
+    if invert_n > 0:
+        if left >= 2.0:
+            from .prepare import PreparedData
+
+            vectors = PreparedData(work_dir / "data").vectors[:invert_n]
+            exporter.summary["inversion"] = measure_inversion(out_dir, vectors, device, left)
+        else:
+            exporter.summary["inversion"] = {"skipped": f"{max(left, 0.0):.1f} s left after the last export"}
     return exporter.finish(trainer.out)
+
+
+INVERT_RESERVE_S = 5.0  # what the inversion measurement leaves of the job's minutes
+
+
+def measure_inversion(
+    model_dir: Path, vectors: np.ndarray, device: torch.device, seconds: float, batch: int = 1024, steps: int = 8
+) -> dict:
+    """Batched inversion of ``vectors`` [N, D] with the model in ``model_dir``, for at most about
+    ``seconds``: sentences/s of confidence decoding at ``steps`` passes, length head and compact
+    passes as ``Inverter.invert`` runs them (rows batched in order of predicted length), bf16 on a
+    GPU and the CPU default elsewhere. Stops after the batch that crosses the time limit."""
+    from .checkpoint import load_model
+    from .length import predict_lengths
+    from .precision import for_inference
+    from .sampling import denoise, final
+
+    t_start = time.time()
+    cfg, model = load_model(model_dir, device)
+    model = for_inference(model, "bf16" if device.type == "cuda" else "auto")
+    vectors = torch.from_numpy(np.asarray(vectors, dtype=np.float32)).to(device)
+    vectors = torch.nn.functional.normalize(vectors, dim=-1)
+    sc, sync = cfg.schedule, (torch.cuda.synchronize if device.type == "cuda" else (lambda: None))
+    done, t0 = 0, time.time()
+    with torch.inference_mode():
+        if cfg.model.length_head:
+            lengths = torch.cat([predict_lengths(model, vectors[i : i + 4096]) for i in range(0, len(vectors), 4096)])
+            order = torch.argsort(lengths, stable=True)
+        else:  # no head: every pass on all positions, as the decoder places EOS itself
+            lengths, order = None, torch.arange(len(vectors), device=device)
+        for i in range(0, len(order), batch):
+            take = order[i : i + batch]
+            kw = {"schedule": sc.kind, "lam": sc.lam, "eps": sc.eps, "compact": lengths is not None}
+            kw["lengths"] = None if lengths is None else lengths[take]
+            final(denoise(model, vectors[take], strategy="confidence", num_steps=steps, **kw))
+            sync()
+            done += len(take)
+            if time.time() - t_start > seconds:
+                break
+    wall = time.time() - t0
+    return {
+        "sentences": done,
+        "of": len(vectors),
+        "seconds": round(wall, 2),
+        "sentences_per_s": round(done / wall, 1) if wall > 0 else None,
+        "batch": batch,
+        "strategy": "confidence",
+        "num_steps": steps,
+        "length": "head" if lengths is not None else "free",
+        "precision": getattr(model, "precision", "fp32"),
+        "device": str(device),
+    }
 
 
 def _schedule(cfg) -> tuple[str, float, float, float]:
