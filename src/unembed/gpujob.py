@@ -375,7 +375,7 @@ def run_job(
     trainer = Trainer(cfg, work_dir / "run", progress=False, on_save=exporter, deadline=deadline)
     summary["flops_per_seq"] = train_flops_per_seq(trainer.cfg.model, masked_share(*_schedule(trainer.cfg)))
     trainer.run()  # its last save exports the run's model (on_save)
-    exporter.finish(trainer.out)
+    exporter.finish(trainer.out)  # job.json final now: a measurement cut off by the lease loses nothing
     left = t0 + 60 * minutes - INVERT_RESERVE_S - time.time()
     if invert_n > 0:
         if left >= 2.0:
@@ -418,9 +418,13 @@ def measure_inversion(
             lengths, order = None, torch.arange(len(vectors), device=device)
         for i in range(0, len(order), batch):
             take = order[i : i + batch]
-            kw = {"schedule": sc.kind, "lam": sc.lam, "eps": sc.eps, "compact": lengths is not None}
-            kw["lengths"] = None if lengths is None else lengths[take]
-            final(denoise(model, vectors[take], strategy="confidence", num_steps=steps, **kw))
+            rows_len = None if lengths is None else lengths[take]
+            kw = {"schedule": sc.kind, "lam": sc.lam, "eps": sc.eps, "lengths": rows_len}
+            final(
+                denoise(
+                    model, vectors[take], strategy="confidence", num_steps=steps, compact=rows_len is not None, **kw
+                )
+            )
             sync()
             done += len(take)
             if time.time() - t_start > seconds:
