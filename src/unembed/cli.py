@@ -731,7 +731,9 @@ def cmd_fit_length(args) -> int:
     from .prepare import PreparedData
 
     out_dir(args.out)
-    inv = Inverter.load(args.model)
+    # fp32: the head is trained on, and saved with, the weights as stored (the default
+    # inference precision, int8 on most CPUs, is a quantised copy that cannot be saved).
+    inv = Inverter.load(args.model, sample={"precision": "fp32"})
     data = PreparedData(args.data)
     m = inv.cfg.model
     data.check_compatible(inv.cfg.encoder.name, m.vocab_size, m.seq_len, m.mask_id, m.pad_id, m.eos_id)
