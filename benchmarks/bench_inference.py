@@ -23,11 +23,15 @@ old path and the new one are compared on one machine state:
 * ``int8-compact-whole``: int8-compact with each pass's vocabulary projection in one piece
   instead of ``sampling.HEAD_ROWS`` rows at a time (the default before chunking)
 * ``int8-compact-256``: int8-compact with chunks of 256 rows (the default before 128)
-* ``int8-compact-torch``: int8-compact with the arg-max and its probability computed by torch
-  operations instead of the fused kernel of ``unembed.kernels`` (the default before the kernel)
+* ``int8-compact-torch``: int8-compact with torch's int8 projection and the arg-max and its
+  probability computed by torch operations (the default before ``unembed.kernels``)
+* ``int8-compact-reduce``: torch's int8 projection, then the fused reduction kernel
+  (``kernels.head_reduce``; the default before ``kernels.Int8Head``)
+* ``int8-compact``: the int8 projection and the reduction in one kernel (``kernels.Int8Head``,
+  where the CPU has AVX-512 VNNI; elsewhere the same as ``int8-compact-reduce``)
 
-Every variant but ``fp32-full`` and the ``-torch`` one uses the fused kernel where it is built
-here (the JSON records ``kernels.status()``).
+Every variant but ``fp32-full`` and the ``-torch`` one uses the fused reduction where it is built
+here (the JSON records ``kernels.status()`` and whether the int8 head kernel is built).
 
 Latency is the mean over the sentences of each one's fastest run; FLOPs are counted from the
 positions each pass really computed, and a variant's peak share is against the matmul peak of
@@ -63,17 +67,19 @@ from common import (
 from unembed import kernels, sampling
 from unembed.sampling import HEAD_ROWS
 
-# Decoding variants of --model: (precision, compact passes, rows per vocabulary-projection chunk;
-# 0 = all masked positions of a pass at once, as before sampling.HEAD_ROWS; the fused arg-max
-# kernel on or off).
+# Decoding variants of --model: (precision, compact passes, rows per vocabulary-projection chunk
+# (0 = all masked positions of a pass at once, as before sampling.HEAD_ROWS), the arg-max path:
+# "torch" operations, "reduce" = torch's projection + the fused reduction kernel, "fused" = the
+# int8 projection and reduction in one kernel (kernels.Int8Head; int8 only, "reduce" elsewhere)).
 VARIANTS = {
-    "fp32-full": ("fp32", False, 0, False),
-    "fp32-compact": ("fp32", True, HEAD_ROWS, True),
-    "bf16-compact": ("bf16", True, HEAD_ROWS, True),
-    "int8-compact-whole": ("int8", True, 0, True),
-    "int8-compact-256": ("int8", True, 256, True),
-    "int8-compact-torch": ("int8", True, HEAD_ROWS, False),
-    "int8-compact": ("int8", True, HEAD_ROWS, True),
+    "fp32-full": ("fp32", False, 0, "torch"),
+    "fp32-compact": ("fp32", True, HEAD_ROWS, "reduce"),
+    "bf16-compact": ("bf16", True, HEAD_ROWS, "reduce"),
+    "int8-compact-whole": ("int8", True, 0, "reduce"),
+    "int8-compact-256": ("int8", True, 256, "reduce"),
+    "int8-compact-torch": ("int8", True, HEAD_ROWS, "torch"),
+    "int8-compact-reduce": ("int8", True, HEAD_ROWS, "reduce"),
+    "int8-compact": ("int8", True, HEAD_ROWS, "fused"),
 }
 MODEL_COLUMNS = [
     ("variant", "variant", "s"),
@@ -235,13 +241,13 @@ def model_invert_fn(inv, model, strategy: str, steps: int, cond: torch.Tensor, c
 
 @contextlib.contextmanager
 def _keeping_library_settings():
-    """Variants set sampling.HEAD_ROWS and kernels.ENABLED; put the library's values back however
-    the block ends."""
-    enabled = kernels.ENABLED
+    """Variants set sampling.HEAD_ROWS, kernels.ENABLED and kernels.FUSED_HEAD; put the library's
+    values back however the block ends."""
+    enabled, fused_head = kernels.ENABLED, kernels.FUSED_HEAD
     try:
         yield
     finally:
-        sampling.HEAD_ROWS, kernels.ENABLED = HEAD_ROWS, enabled
+        sampling.HEAD_ROWS, kernels.ENABLED, kernels.FUSED_HEAD = HEAD_ROWS, enabled, fused_head
 
 
 def bench_model(args: argparse.Namespace) -> dict[str, Any]:
@@ -267,9 +273,9 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     with torch.inference_mode(), _keeping_library_settings():
         for variant in args.variants:
-            precision, compact, head_rows, fused = VARIANTS[variant]
+            precision, compact, head_rows, argmax = VARIANTS[variant]
             sampling.HEAD_ROWS = head_rows or 1 << 30
-            kernels.ENABLED = fused
+            kernels.ENABLED, kernels.FUSED_HEAD = argmax != "torch", argmax == "fused"
             model = for_inference(inv.model, precision)
             for strategy in args.strategies:
                 lat, lat_flops, lat_runs = [], [], 0
@@ -293,7 +299,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
                         "precision": precision,
                         "compact": compact,
                         "head_rows": head_rows,
-                        "fused_argmax": fused,
+                        "argmax": argmax,
                         "strategy": strategy,
                         "steps": steps,
                         "latency_ms": 1000 * mean_lat,
@@ -327,6 +333,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
         "peak_gflops_end": peaks_end,
         "sentences_b1": texts,
         "argmax_kernel": kernels.status(),
+        "int8_head_kernel": kernels.int8_head_available(),
         "rows": rows,
         "args": {k: v for k, v in vars(args).items() if k != "json"},
     }

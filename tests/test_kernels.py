@@ -128,3 +128,91 @@ def test_kernel_is_built_once_into_the_cache(tmp_path):
         assert out.stdout.strip() == "fused C kernel", out.stderr
     built = list((tmp_path / "kernels").iterdir())
     assert len(built) == 1 and built[0].suffix == ".so"
+
+
+# ---- the fused int8 projection + reduction (kernels.Int8Head) --------------------------------
+
+needs_int8_head = pytest.mark.skipif(not kernels.int8_head_available(), reason="no AVX-512 VNNI int8 kernel here")
+
+
+def _int8_reference(weight: torch.Tensor, bias: torch.Tensor, hidden: torch.Tensor):
+    """What Int8Head computes, in float64 from the same int8 values: symmetric per-vocabulary-row
+    weights, symmetric per-hidden-row activations (round half to even, as the kernel)."""
+    ws = weight.abs().amax(1) / 127
+    ws = torch.where(ws > 0, ws, torch.ones_like(ws))
+    xs = hidden.abs().amax(1) / 127
+    xs = torch.where(xs > 0, xs, torch.ones_like(xs))
+    wq = torch.round(weight / ws[:, None]).clamp(-127, 127).double()
+    xq = torch.round(hidden / xs[:, None]).clamp(-127, 127).double()
+    return (xq @ wq.T) * xs[:, None].double() * ws[None].double() + bias.double()
+
+
+@needs_int8_head
+@settings(max_examples=30, deadline=None)
+@given(
+    rows=st.integers(1, 23),
+    vocab=st.integers(1, 400),
+    k=st.integers(1, 70),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_int8_head_matches_its_quantised_reference(rows, vocab, k, seed):
+    """Any shape (vocabularies not a multiple of 64, widths not a multiple of 4, odd row counts):
+    the arg-max of the int8 logits and its probability, to float32 rounding."""
+    g = torch.Generator().manual_seed(seed)
+    weight = torch.randn(vocab, k, generator=g) * 0.3
+    bias = torch.randn(vocab, generator=g)
+    hidden = torch.randn(rows, k, generator=g) * 2
+    tok, conf = kernels.Int8Head(weight, bias)(hidden)
+    ref = _int8_reference(weight, bias, hidden)
+    want = torch.softmax(ref, -1)
+    assert torch.equal(tok, ref.argmax(-1))
+    assert torch.allclose(conf.double(), want.max(-1).values, rtol=2e-5, atol=1e-7)
+
+
+@needs_int8_head
+def test_int8_head_first_argmax_masked_tokens_and_batch_independence():
+    g = torch.Generator().manual_seed(3)
+    weight = torch.randn(1000, 48, generator=g)
+    weight[700] = weight[5]  # an exact tie: the first column wins
+    bias = torch.zeros(1000)
+    bias[5] = bias[700] = 50.0
+    bias[[3, 999]] = float("-inf")  # never predicted (the mask token), even when the rest are -inf-ish
+    head = kernels.Int8Head(weight, bias)
+    hidden = torch.randn(37, 48, generator=g)
+    tok, conf = head(hidden)
+    assert bool((tok == 5).all()) and bool((conf < 0.5 + 1e-6).all()) and bool((conf > 0.4).all())
+    bias2 = torch.full((1000,), -1e4)
+    bias2[[3, 999]] = float("-inf")
+    bias2[999 - 1] = 0.0
+    tok2, conf2 = kernels.Int8Head(weight, bias2)(hidden)
+    assert bool((tok2 == 998).all()) and torch.allclose(conf2, torch.ones(37))
+    # one scale per hidden row: a row's result is the same alone as in any batch (bit for bit)
+    free = kernels.Int8Head(torch.randn(1000, 48, generator=g), torch.randn(1000, generator=g))
+    tok3, conf3 = free(hidden)
+    for i in (0, 17, 36):
+        t, c = free(hidden[i : i + 1] * 1.0)
+        assert int(t) == int(tok3[i]) and float(c) == float(conf3[i])
+    assert free(torch.empty(0, 48))[0].shape == (0,)
+    assert free(hidden[:, :40]) is None  # wrong width: declined, the caller uses torch
+
+
+@needs_int8_head
+def test_int8_decoding_uses_the_fused_head_and_agrees_with_the_torch_int8_path(monkeypatch):
+    """An int8 model decodes with Int8Head; switched off, with torch's int8 projection. The two
+    round differently (per row vs per chunk), so they agree on most tokens, not all."""
+    from unembed.precision import for_inference
+
+    base = random_denoiser(0, vocab_size=1000)
+    q = for_inference(base, "int8")
+    assert isinstance(q.fused_head, kernels.Int8Head)
+    calls = []
+    real = kernels.Int8Head.__call__
+    monkeypatch.setattr(kernels.Int8Head, "__call__", lambda self, h: calls.append(len(h)) or real(self, h))
+    cond = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
+    fused = list(denoise(q, cond, strategy="confidence", num_steps=4))[-1].ids
+    assert calls and sum(calls) > 0
+    monkeypatch.setattr(kernels, "FUSED_HEAD", False)
+    calls.clear()
+    plain = list(denoise(q, cond, strategy="confidence", num_steps=4))[-1].ids
+    exact = list(denoise(base, cond, strategy="confidence", num_steps=4))[-1].ids
+    assert (fused == exact).float().mean() > 0.9 and (plain == exact).float().mean() > 0.9

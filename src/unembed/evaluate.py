@@ -474,6 +474,7 @@ def _context(
         "device": str(inv.device),
         "precision": getattr(inv.model, "precision", "fp32"),
         "argmax_kernel": kernels.status() if inv.device.type == "cpu" else "torch",
+        "int8_head_kernel": getattr(inv.model, "fused_head", None) is not None and kernels.FUSED_HEAD,
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "machine": _cpu_name(),

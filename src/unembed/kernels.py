@@ -15,6 +15,12 @@ the build fails, or with ``UNEMBED_KERNELS=0``, decoding uses the torch operatio
 (same tokens; the probabilities differ in the last bits of float32). ``status()`` says which.
 
 Rows are split over ``torch.get_num_threads()`` Python threads (ctypes releases the GIL).
+
+``Int8Head`` goes one step further for int8 models on CPUs with AVX-512 VNNI: the vocabulary
+projection itself runs in the same C library (int8 x int8 -> int32 with ``vpdpbusd``), and each
+tile of logits updates its rows' running max, arg-max and exp-sum while in registers, so the
+[rows, 30,522] logits are never written. The same build provides it; ``int8_head_available()``
+says whether this CPU got it.
 """
 
 from __future__ import annotations
@@ -103,12 +109,204 @@ void head_reduce(const float *x, int64_t rows, int64_t v, int64_t ld, int64_t *t
         conf[i] = 1.0f / s;
     }
 }
+
+/* ---- The int8 vocabulary projection fused with the reduction (AVX-512 VNNI) ----------------
+   logit[i][n] = scale[i] * wscale[n] * sum_k xs[i][k] * w[n][k] + bias[n], with xs the row's
+   activations as int8 (one symmetric scale per row) and w the weights as int8 (one symmetric
+   scale per vocabulary row). vpdpbusd multiplies unsigned by signed bytes, so a row is stored
+   as xs + 128 (uint8) and 128 * sum_k w[n][k] (csum) is taken off each column's sum; products
+   accumulate in int32 exactly (|sum| < 2^31 for K < 66,000). The logits are never stored:
+   each tile of 4 rows x 64 columns updates its rows' lane-wise running max, first arg-max and
+   sum of exp(logit - max) while it is in registers. Weights are packed per group of 64
+   columns as [group][K/4][4 blocks][16 columns][4 bytes]: one 64-byte load per block and step. */
+
+int unembed_int8_head_fast(void) {
+#if defined(__AVX512F__) && defined(__AVX512VNNI__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* rows x k float (row stride ld) -> q rows x kp bytes (xs + 128; zero past k), scale[i]. */
+void quant_rows(const float *x, int64_t rows, int64_t k, int64_t ld, int64_t kp, uint8_t *q, float *scale) {
+    for (int64_t i = 0; i < rows; i++) {
+        const float *r = x + i * ld;
+        float amax = 0.0f;
+        for (int64_t j = 0; j < k; j++) { float a = fabsf(r[j]); amax = a > amax ? a : amax; }
+        float s = amax > 0.0f ? amax / 127.0f : 1.0f;
+        float inv = 1.0f / s;
+        uint8_t *o = q + i * kp;
+        for (int64_t j = 0; j < k; j++) {
+            float v = nearbyintf(r[j] * inv);
+            v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
+            o[j] = (uint8_t)((int32_t)v + 128);
+        }
+        for (int64_t j = k; j < kp; j++) o[j] = 128;
+        scale[i] = s;
+    }
+}
+
+#if defined(__AVX512F__) && defined(__AVX512VNNI__)
+#include <immintrin.h>
+#include <float.h>
+
+/* exp(x) for x <= 0 (-inf included): 2^n * 2^f with n = round(x log2 e), a degree-5 polynomial
+   for 2^f on [-1/2, 1/2] (relative error below 3e-6) and vscalefps for 2^n (underflows to 0).
+   Half the instructions of exp_nonpos: the fused head takes five per 64 logits of a row. */
+static inline __m512 exp_nonpos512(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-100.0f));
+    __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+    __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_sub_ps(t, n);
+    __m512 p = _mm512_set1_ps(1.3333558146e-3f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291076e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504108665e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022650696e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718056e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* Running state of one row: lane-wise max, the group index of each lane's max (first wins),
+   lane-wise sum of exp(logit - lane max). */
+typedef struct { __m512 best; __m512i at; __m512 sum; } row_state;
+
+static inline __attribute__((always_inline)) void tile(
+    int R, const uint8_t *q, int64_t kp, const float *scale, const int8_t *wg, const int32_t *csum,
+    const float *ws, const float *bias, int64_t col0, row_state *st) {
+    /* Sixteen named accumulators (an array of them, or the dpbusd intrinsic, makes GCC 12 copy or
+       spill them every step); R is a constant after inlining, so unused rows vanish. */
+    __m512i c00 = _mm512_setzero_si512(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00,
+            c13 = c00, c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+#define DP(acc, a, w) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(w))
+#define ROW(r, x0, x1, x2, x3)                                             \
+    if (R > r) {                                                           \
+        int32_t a4;                                                        \
+        memcpy(&a4, q + r * kp + 4 * g, 4);                                \
+        __m512i a = _mm512_set1_epi32(a4);                                 \
+        DP(x0, a, w0); DP(x1, a, w1); DP(x2, a, w2); DP(x3, a, w3);        \
+    }
+    int64_t steps = kp / 4;
+    for (int64_t g = 0; g < steps; g++) {
+        const int8_t *wp = wg + g * 256;
+        __m512i w0 = _mm512_loadu_si512((const void *)(wp));
+        __m512i w1 = _mm512_loadu_si512((const void *)(wp + 64));
+        __m512i w2 = _mm512_loadu_si512((const void *)(wp + 128));
+        __m512i w3 = _mm512_loadu_si512((const void *)(wp + 192));
+        ROW(0, c00, c01, c02, c03)
+        ROW(1, c10, c11, c12, c13)
+        ROW(2, c20, c21, c22, c23)
+        ROW(3, c30, c31, c32, c33)
+    }
+#undef ROW
+#undef DP
+    __m512i acc[4][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23}, {c30, c31, c32, c33}};
+    for (int r = 0; r < R; r++) {
+        __m512 sr = _mm512_set1_ps(scale[r]);
+        __m512 v[4];
+        for (int j = 0; j < 4; j++) {
+            __m512i c = _mm512_loadu_si512((const void *)(csum + col0 + 16 * j));
+            __m512 f = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][j], c));
+            __m512 sc = _mm512_mul_ps(_mm512_loadu_ps(ws + col0 + 16 * j), sr);
+            v[j] = _mm512_fmadd_ps(f, sc, _mm512_loadu_ps(bias + col0 + 16 * j));
+        }
+        row_state *s = st + r;
+        __m512 best = s->best;
+        __m512i at = s->at;
+        for (int j = 0; j < 4; j++) {  /* first arg-max: strictly greater replaces */
+            __mmask16 gt = _mm512_cmp_ps_mask(v[j], best, _CMP_GT_OQ);
+            best = _mm512_mask_mov_ps(best, gt, v[j]);
+            at = _mm512_mask_mov_epi32(at, gt, _mm512_set1_epi32((int32_t)(col0 / 16 + j)));
+        }
+        __m512 e = _mm512_mul_ps(s->sum, exp_nonpos512(_mm512_sub_ps(s->best, best)));
+        for (int j = 0; j < 4; j++) e = _mm512_add_ps(e, exp_nonpos512(_mm512_sub_ps(v[j], best)));
+        s->best = best;
+        s->at = at;
+        s->sum = e;
+    }
+}
+
+/* Columns [g0 * 64, g1 * 64) of every row: writes each row's max, first arg-max column and
+   sum of exp(logit - max) over those columns. chunk = groups per pass over the rows (so that
+   the chunk's weights stay in the core's L2 while every row uses them). */
+void head_int8_part(const uint8_t *q, const float *scale, int64_t rows, int64_t kp, const int8_t *w,
+                    const int32_t *csum, const float *ws, const float *bias, int64_t g0, int64_t g1,
+                    int64_t chunk, float *mx, int64_t *idx, float *sm) {
+    row_state *st = (row_state *)_mm_malloc(sizeof(row_state) * (size_t)(rows > 0 ? rows : 1), 64);
+    if (!st) { for (int64_t i = 0; i < rows; i++) { mx[i] = NAN; idx[i] = -1; sm[i] = NAN; } return; }
+    for (int64_t i = 0; i < rows; i++) {
+        st[i].best = _mm512_set1_ps(-FLT_MAX);
+        st[i].at = _mm512_setzero_si512();
+        st[i].sum = _mm512_setzero_ps();
+    }
+    for (int64_t c0 = g0; c0 < g1; c0 += chunk) {
+        int64_t c1 = c0 + chunk < g1 ? c0 + chunk : g1;
+        for (int64_t i = 0; i < rows; i += 4) {
+            int64_t left = rows - i;
+            for (int64_t g = c0; g < c1; g++) {
+                const int8_t *wg = w + g * 64 * kp;
+                if (left >= 4) tile(4, q + i * kp, kp, scale + i, wg, csum, ws, bias, g * 64, st + i);
+                else if (left == 3) tile(3, q + i * kp, kp, scale + i, wg, csum, ws, bias, g * 64, st + i);
+                else if (left == 2) tile(2, q + i * kp, kp, scale + i, wg, csum, ws, bias, g * 64, st + i);
+                else tile(1, q + i * kp, kp, scale + i, wg, csum, ws, bias, g * 64, st + i);
+            }
+        }
+    }
+    for (int64_t i = 0; i < rows; i++) {
+        float b[16], s[16];
+        int32_t a[16];
+        _mm512_storeu_ps(b, st[i].best);
+        _mm512_storeu_ps(s, st[i].sum);
+        _mm512_storeu_si512((void *)a, st[i].at);
+        float m = -FLT_MAX;
+        int64_t arg = -1;
+        for (int l = 0; l < 16; l++) {
+            int64_t col = (int64_t)a[l] * 16 + l;
+            if (b[l] > m || (b[l] == m && col < arg)) { m = b[l]; arg = col; }
+        }
+        float tot = 0.0f;
+        for (int l = 0; l < 16; l++) tot += s[l] * exp_nonpos1(b[l] - m);
+        mx[i] = m;
+        idx[i] = arg;
+        sm[i] = tot;
+    }
+    _mm_free(st);
+}
+#endif
+
+/* Merge the parts of head_int8_part over t column ranges (part j's arrays at j * rows): the
+   overall max, the first arg-max (the lowest range wins ties) and the max token's probability. */
+void head_int8_merge(int64_t t, int64_t rows, const float *mx, const int64_t *idx, const float *sm,
+                     int64_t *tok, float *conf) {
+    for (int64_t i = 0; i < rows; i++) {
+        float m = mx[i];
+        int64_t arg = idx[i];
+        for (int64_t j = 1; j < t; j++)
+            if (mx[j * rows + i] > m) { m = mx[j * rows + i]; arg = idx[j * rows + i]; }
+        float tot = 0.0f;
+        for (int64_t j = 0; j < t; j++) tot += sm[j * rows + i] * exp_nonpos1(mx[j * rows + i] - m);
+        tok[i] = arg;
+        conf[i] = 1.0f / tot;
+    }
+}
+
+#if !(defined(__AVX512F__) && defined(__AVX512VNNI__))
+void head_int8_part(const uint8_t *q, const float *scale, int64_t rows, int64_t kp, const int8_t *w,
+                    const int32_t *csum, const float *ws, const float *bias, int64_t g0, int64_t g1,
+                    int64_t chunk, float *mx, int64_t *idx, float *sm) {
+    (void)q; (void)scale; (void)kp; (void)w; (void)csum; (void)ws; (void)bias; (void)g0; (void)g1; (void)chunk;
+    for (int64_t i = 0; i < rows; i++) { mx[i] = NAN; idx[i] = -1; sm[i] = NAN; }
+}
+#endif
 """
 
 _FLAGS_NATIVE = ["-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno"]
 _FLAGS_PLAIN = ["-O3", "-fPIC", "-shared", "-fno-math-errno"]
 MIN_PARALLEL_ROWS = 16  # below this one thread does the rows (thread hand-off costs more)
 ENABLED = True  # False: head_reduce declines and decoding uses torch (benchmarks compare both)
+FUSED_HEAD = True  # False: Int8Head declines (int8 decoding then projects with torch and reduces with head_reduce)
+HEAD_CHUNK_GROUPS = 16  # Int8Head: 64-column groups per sweep over the rows (16 x 64 x 384 bytes = 384 KiB, in L2)
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -184,6 +382,14 @@ def _load() -> ctypes.CDLL | None:
                 fn.restype = None
                 p, i64 = ctypes.c_void_p, ctypes.c_int64
                 fn.argtypes = [p, i64, i64, i64, p, p]
+                lib.quant_rows.restype = None
+                lib.quant_rows.argtypes = [p, i64, i64, i64, i64, p, p]
+                lib.head_int8_part.restype = None
+                lib.head_int8_part.argtypes = [p, p, i64, i64, p, p, p, p, i64, i64, i64, p, p, p]
+                lib.head_int8_merge.restype = None
+                lib.head_int8_merge.argtypes = [i64, i64, p, p, p, p, p]
+                lib.unembed_int8_head_fast.restype = ctypes.c_int
+                lib.unembed_int8_head_fast.argtypes = []
                 _lib, _why = lib, "fused C kernel"
         except (OSError, RuntimeError, subprocess.SubprocessError) as e:
             _why = f"build failed ({e}); using torch operations"
@@ -196,6 +402,12 @@ def status() -> str:
     """How the arg-max reduction runs here: 'fused C kernel' or why torch operations are used."""
     _load()
     return _why
+
+
+def int8_head_available() -> bool:
+    """Whether the fused int8 projection + reduction (Int8Head) was built for this CPU (AVX-512 VNNI)."""
+    lib = _load()
+    return lib is not None and bool(lib.unembed_int8_head_fast())
 
 
 def available() -> bool:
@@ -245,3 +457,76 @@ def head_reduce(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | Non
     for f in [_workers(n).submit(part, k) for k in range(n)]:
         f.result()
     return tok, conf
+
+
+class Int8Head:
+    """The tied vocabulary projection in int8, fused with the arg-max reduction (C source above).
+
+    ``Int8Head(weight [V, K], bias [V])(hidden [M, K])`` -> (first arg-max token [M] long, its
+    softmax probability [M] float32), as ``head_reduce(hidden @ weight.T + bias)`` would give up to
+    int8 rounding, without ever storing the [M, V] logits. Weights are quantised once here, one
+    symmetric scale per vocabulary row (as torch's per-channel dynamic int8 does); each hidden row
+    is quantised on its own (one symmetric scale per row), so a row's result does not depend on
+    the other rows of its batch. Columns are split over ``torch.get_num_threads()`` threads and
+    their partial maxima and sums merged. Returns None where the kernel is not built with AVX-512
+    VNNI here or ``FUSED_HEAD`` is off; the caller then uses the torch projection.
+    """
+
+    GROUP = 64  # columns per weight group (4 blocks of 16 lanes)
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
+        w = weight.detach().to("cpu", torch.float32)
+        v, k = w.shape
+        self.vocab, self.k = v, k
+        self.kp = (k + 3) // 4 * 4
+        self.groups = (v + self.GROUP - 1) // self.GROUP
+        vp = self.groups * self.GROUP
+        scale = w.abs().amax(1) / 127.0
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        wq = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+        full = torch.zeros(vp, self.kp, dtype=torch.int8)
+        full[:v, :k] = wq
+        # [group][K/4][4 blocks][16 columns][4 bytes]: column = group*64 + block*16 + lane
+        self.packed = full.view(self.groups, 4, 16, self.kp // 4, 4).permute(0, 3, 1, 2, 4).contiguous()
+        self.csum = torch.zeros(vp, dtype=torch.int32)
+        self.csum[:v] = 128 * wq.sum(1, dtype=torch.int32)
+        self.wscale = torch.ones(vp, dtype=torch.float32)
+        self.wscale[:v] = scale
+        self.bias = torch.full((vp,), float("-inf"), dtype=torch.float32)
+        self.bias[:v] = bias.detach().to("cpu", torch.float32)
+
+    def __call__(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if not FUSED_HEAD or not int8_head_available():
+            return None
+        if hidden.device.type != "cpu" or hidden.ndim != 2 or hidden.shape[1] != self.k:
+            return None
+        lib = _lib
+        x = hidden.to(torch.float32).contiguous()
+        m = x.shape[0]
+        if m == 0:
+            return torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.float32)
+        q = torch.empty(m, self.kp, dtype=torch.uint8)
+        xs = torch.empty(m, dtype=torch.float32)
+        lib.quant_rows(x.data_ptr(), m, self.k, x.stride(0), self.kp, q.data_ptr(), xs.data_ptr())
+        n = max(1, min(torch.get_num_threads(), self.groups))
+        mx = torch.empty(n, m, dtype=torch.float32)
+        idx = torch.empty(n, m, dtype=torch.long)
+        sm = torch.empty(n, m, dtype=torch.float32)
+        bounds = [self.groups * t // n for t in range(n + 1)]
+        ptrs = (self.packed.data_ptr(), self.csum.data_ptr(), self.wscale.data_ptr(), self.bias.data_ptr())
+
+        def part(t: int) -> None:
+            lib.head_int8_part(
+                q.data_ptr(), xs.data_ptr(), m, self.kp, *ptrs, bounds[t], bounds[t + 1], HEAD_CHUNK_GROUPS,
+                mx[t].data_ptr(), idx[t].data_ptr(), sm[t].data_ptr(),
+            )
+
+        if n == 1:
+            part(0)
+        else:
+            for f in [_workers(n).submit(part, t) for t in range(n)]:
+                f.result()
+        tok = torch.empty(m, dtype=torch.long)
+        conf = torch.empty(m, dtype=torch.float32)
+        lib.head_int8_merge(n, m, mx.data_ptr(), idx.data_ptr(), sm.data_ptr(), tok.data_ptr(), conf.data_ptr())
+        return tok, conf

@@ -8,7 +8,9 @@ are faster passes:
 * ``bf16``: every weight in bfloat16 (half the bytes); activations bf16, logits compared in fp32.
 * ``int8``: every linear layer of the passes and the tied vocabulary projection as dynamically
   quantised int8 (per output channel); embeddings, norms and the length head stay fp32. Uses
-  torch's ``quantize_dynamic`` (fbgemm/x86 kernels).
+  torch's ``quantize_dynamic`` (fbgemm/x86 kernels). Where the CPU has AVX-512 VNNI, the
+  arg-max path projects onto the vocabulary and reduces in one int8 kernel instead
+  (``kernels.Int8Head``: one scale per hidden row, so a row's tokens do not depend on its batch).
 
 * ``auto`` (the default): int8 on a CPU whose torch has the int8 kernels, else fp32.
 
@@ -29,6 +31,8 @@ import warnings
 
 import torch
 from torch import nn
+
+from . import kernels
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
@@ -84,5 +88,9 @@ def for_inference(model: nn.Module, precision: str = "fp32") -> nn.Module:
             # then the fp32 model's, and only the passes are approximated.
             spec = {name: qc for name in ("blocks", "cond_mlp", "time_mlp", "ada_out", "head_override")}
             out = torch.ao.quantization.quantize_dynamic(out, spec, dtype=torch.qint8)
+        if kernels.int8_head_available():
+            # The arg-max path (every strategy at temperature 0) projects and reduces in one int8
+            # kernel without storing logits; sampling at a temperature uses head_override.
+            out.fused_head = kernels.Int8Head(model.tok.weight.data, model.head_bias.data + model.never)
     out.precision = precision
     return out.eval()
