@@ -119,22 +119,27 @@ def test_init_from_starts_from_the_model_and_refuses_another_shape(tmp_path, var
         build_model(wider)
 
 
-def test_cli_fit_length_saves_a_loadable_model_from_an_int8_default(varied_data, tmp_path, minilm_tokenizer, monkeypatch):
+def test_cli_fit_length_saves_a_loadable_model_from_an_int8_default(
+    varied_data, tmp_path, minilm_tokenizer, monkeypatch
+):
     """`unembed fit-length` on a model whose default precision is int8 (auto on this CPU) trains and
     saves the fp32 weights (it once handed the quantised copy to the fitter and crashed)."""
     import json
 
     from conftest import make_model_dir
-
     from unembed import inverter
     from unembed.checkpoint import load_model
     from unembed.cli import main
 
-    src = make_model_dir(tmp_path / "src", minilm_tokenizer, 32, encoder_name="fake", overrides=["sample.precision=auto"])
+    src = make_model_dir(
+        tmp_path / "src", minilm_tokenizer, 32, encoder_name="fake", overrides=["sample.precision=auto"]
+    )
     monkeypatch.setattr(inverter, "_load_tokenizer", lambda name: minilm_tokenizer)
     out = tmp_path / "with-head"
     data = str(varied_data.path)
-    code = main(["fit-length", "--model", str(src), "--data", data, "--out", str(out), "--hidden", "32", "--epochs", "2"])
+    code = main(
+        ["fit-length", "--model", str(src), "--data", data, "--out", str(out), "--hidden", "32", "--epochs", "2"]
+    )
     assert code == 0
     cfg, model = load_model(out, "cpu")
     assert model.has_length_head and cfg.model.length_head == 32

@@ -517,8 +517,17 @@ class Int8Head:
 
         def part(t: int) -> None:
             lib.head_int8_part(
-                q.data_ptr(), xs.data_ptr(), m, self.kp, *ptrs, bounds[t], bounds[t + 1], HEAD_CHUNK_GROUPS,
-                mx[t].data_ptr(), idx[t].data_ptr(), sm[t].data_ptr(),
+                q.data_ptr(),
+                xs.data_ptr(),
+                m,
+                self.kp,
+                *ptrs,
+                bounds[t],
+                bounds[t + 1],
+                HEAD_CHUNK_GROUPS,
+                mx[t].data_ptr(),
+                idx[t].data_ptr(),
+                sm[t].data_ptr(),
             )
 
         if n == 1:
