@@ -143,7 +143,9 @@ def test_cli_fit_length_saves_a_loadable_model_from_an_int8_default(
     assert code == 0
     cfg, model = load_model(out, "cpu")
     assert model.has_length_head and cfg.model.length_head == 32
-    assert json.loads((out / "config.json").read_text())["model"]["length_head"] == 32
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["model"]["length_head"] == 32
+    assert saved["sample"] == json.loads((src / "config.json").read_text())["sample"]  # decoding settings kept
     _, old = load_model(src, "cpu")
     new = model.state_dict()
     assert all(torch.equal(v, new[k]) for k, v in old.state_dict().items() if not k.startswith("length_mlp."))

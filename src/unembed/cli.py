@@ -725,20 +725,21 @@ def cmd_gpu_train(args) -> int:
 def cmd_fit_length(args) -> int:
     from dataclasses import replace
 
-    from .checkpoint import save_model
-    from .inverter import Inverter
+    from .checkpoint import load_model, save_model
+    from .inverter import resolve_model_dir
     from .length import fit_length_head
     from .prepare import PreparedData
 
     out_dir(args.out)
-    # fp32: the head is trained on, and saved with, the weights as stored (the default
-    # inference precision, int8 on most CPUs, is a quantised copy that cannot be saved).
-    inv = Inverter.load(args.model, sample={"precision": "fp32"})
+    # The stored fp32 weights and config as they are: not Inverter.load, whose model is the
+    # inference copy (int8 on most CPUs, which cannot be trained or saved) and whose config
+    # carries decoding overrides that would be saved into the new model.
+    cfg, model = load_model(resolve_model_dir(args.model), "cpu")
     data = PreparedData(args.data)
-    m = inv.cfg.model
-    data.check_compatible(inv.cfg.encoder.name, m.vocab_size, m.seq_len, m.mask_id, m.pad_id, m.eos_id)
-    model, report = fit_length_head(inv.model, data, hidden=args.hidden, epochs=args.epochs)
-    save_model(Path(args.out), replace(inv.cfg, model=model.cfg), model.state_dict())
+    m = cfg.model
+    data.check_compatible(cfg.encoder.name, m.vocab_size, m.seq_len, m.mask_id, m.pad_id, m.eos_id)
+    model, report = fit_length_head(model, data, hidden=args.hidden, epochs=args.epochs)
+    save_model(Path(args.out), replace(cfg, model=model.cfg), model.state_dict())
     print(json.dumps(report))
     return 0
 

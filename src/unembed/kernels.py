@@ -477,7 +477,7 @@ class Int8Head:
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
         w = weight.detach().to("cpu", torch.float32)
         v, k = w.shape
-        self.vocab, self.k = v, k
+        self.k = k
         self.kp = (k + 3) // 4 * 4
         self.groups = (v + self.GROUP - 1) // self.GROUP
         vp = self.groups * self.GROUP
