@@ -167,7 +167,11 @@ def test_final_text_equals_cli_output(server, inverter, tiny_model_dir, capsys):
     from unembed.cli import main
 
     assert (
-        main(["invert", "--model", str(tiny_model_dir), "--text", TEXT, "--json", "--steps", "4", "--seed", "7"]) == 0
+        main(
+            ["invert", "--model", str(tiny_model_dir), "--text", TEXT, "--json", "--steps", "4", "--seed", "7"]
+            + ["--precision", "fp32"]  # the server's inverter is fp32 (fixture above); the CLI's default is int8
+        )
+        == 0
     )
     cli = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     _, events = invert(server, text=TEXT, num_steps=4, seed=7)
