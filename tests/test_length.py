@@ -7,7 +7,7 @@ import torch
 
 from unembed.checkpoint import load_weights, save_model
 from unembed.config import load_config, resolve_derived
-from unembed.length import fit_length_head, length_report
+from unembed.length import fit_length_head, length_order, length_report, predict_lengths
 from unembed.loss import diffusion_loss, length_targets
 from unembed.model import Denoiser
 from unembed.prepare import PreparedData, run_prepare
@@ -87,6 +87,20 @@ def test_length_report():
         "mean_abs_error": pytest.approx(4 / 3),
         "n": 3,
     }
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64])
+def test_length_order_is_the_stable_sort_of_the_heads_lengths_in_any_chunking(varied_data, chunk):
+    _, model = tiny_model(varied_data, "model.length_head=32")
+    torch.manual_seed(1)
+    with torch.no_grad():  # a random head predicts few distinct lengths: make them vary, with ties
+        model.length_mlp[-1].weight.mul_(50)
+    cond = torch.nn.functional.normalize(torch.randn(50, model.cfg.cond_dim), dim=-1)
+    lengths, order = length_order(model, cond.split(chunk))
+    assert torch.equal(lengths, predict_lengths(model, cond))
+    assert sorted(order.tolist()) == list(range(50))
+    keys = [(int(lengths[i]), int(i)) for i in order]  # sorted by length, input order among ties
+    assert keys == sorted(keys) and len(set(lengths.tolist())) > 1
 
 
 def test_init_from_starts_from_the_model_and_refuses_another_shape(tmp_path, varied_data):

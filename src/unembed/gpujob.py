@@ -399,7 +399,7 @@ def measure_inversion(
     passes as ``Inverter.invert`` runs them (rows batched in order of predicted length), bf16 on a
     GPU and the CPU default elsewhere. Stops after the batch that crosses the time limit."""
     from .checkpoint import load_model
-    from .length import predict_lengths
+    from .length import length_order
     from .precision import for_inference
     from .sampling import denoise, final
 
@@ -412,8 +412,7 @@ def measure_inversion(
     done, t0 = 0, time.time()
     with torch.inference_mode():
         if cfg.model.length_head:
-            lengths = torch.cat([predict_lengths(model, vectors[i : i + 4096]) for i in range(0, len(vectors), 4096)])
-            order = torch.argsort(lengths, stable=True)
+            lengths, order = length_order(model, vectors.split(4096))
         else:  # no head: every pass on all positions, as the decoder places EOS itself
             lengths, order = None, torch.arange(len(vectors), device=device)
         for i in range(0, len(order), batch):

@@ -25,7 +25,7 @@ from numpy.typing import ArrayLike
 from .checkpoint import load_model
 from .config import Config, with_sample
 from .devices import check_device
-from .length import predict_lengths
+from .length import length_order, predict_lengths
 from .metrics import cosine, token_accuracy_per_row
 from .precision import for_inference
 from .sampling import STRATEGIES, StepState, denoise, final
@@ -251,11 +251,8 @@ class Inverter:
         order = np.arange(len(rows))
         if len(rows) > batch_size and self.length_mode(length) == "head" and self.cfg.sample.compact:
             with torch.inference_mode():
-                lens = [
-                    predict_lengths(self.model, self.check_vectors(rows[i : i + MAX_BATCH]))
-                    for i in range(0, len(rows), MAX_BATCH)
-                ]
-            order = np.argsort(torch.cat(lens).cpu().numpy(), kind="stable")
+                chunks = (self.check_vectors(rows[i : i + MAX_BATCH]) for i in range(0, len(rows), MAX_BATCH))
+                order = length_order(self.model, chunks)[1].cpu().numpy()
         out: list[Inversion | None] = [None] * len(rows)
         for i in range(0, len(rows), batch_size):
             take = order[i : i + batch_size]

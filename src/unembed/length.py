@@ -29,6 +29,16 @@ def predict_lengths(model, cond: torch.Tensor) -> torch.Tensor:
     return model.length_logits(cond).argmax(-1)
 
 
+@torch.no_grad()
+def length_order(model, chunks) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted lengths of every row of ``chunks`` (an iterable of cond tensors [b, D], so a
+    large set never reaches the head at once) and the stable order that sorts them: batched
+    inversion decodes rows in this order, so that a batch's compact passes run on about its
+    sentences' own length instead of its longest one's. Returns (lengths [N], order [N])."""
+    lengths = torch.cat([predict_lengths(model, c) for c in chunks])
+    return lengths, torch.argsort(lengths, stable=True)
+
+
 def _arrays(data, split: str, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     rows = data.rows(split)
     if limit is not None:
