@@ -1,30 +1,45 @@
 #!/usr/bin/env bash
-# The CPU's background job: continue the shipped decoder (plus its length head) on the CPU,
-# resumable. Re-run the same command after any interruption: it resumes from the last save in
-# runs/continual (a fresh optimizer only when that folder is gone). Low priority (nice 19) and
-# 2 threads, so the machine stays usable; pause it (kill -INT saves first) for benchmarks and tests.
-# Recipe: the winner of docs/recipes.md (t_power 0.5: more training near full masking, lr 1e-4),
-# with bf16 autocast (fp32 weights; 1.3x the sequences/s of fp32 here with the same losses step for step).
-#   START  model folder to start from (default models/minilm-default: the shipped decoder + head)
-#   DATA   prepared folder (default data/minilm-fresh200k, made as docs/recipes.md shows)
-#   RUN    run folder (default runs/continual-fresh)
-# Phase 1 (runs/continual, data/minilm-sub74k: 72K training sentences, 17,100 steps, shipped on
-# 2026-12-03) overfitted its slice: training loss kept falling while validation loss stalled from
-# step ~7,000 (15 passes over the slice). Phase 2 continues the shipped weights on 200K sentences
-# that phase 1 never saw, with the same validation rows, for 12,000 steps (3.8 passes).
+# The CPU's background job: continue the decoder (plus its length head) on the CPU, resumable.
+# Re-run the same command after any interruption: it resumes where it stopped, whether that was
+# in building its data (the corpus slice and `unembed prepare`, which resumes chunk by chunk) or in
+# training (from the last save in the run folder; a fresh optimizer only when that folder is new).
+# Low priority (nice 19) and 2 threads, so the machine stays usable; pause it (kill -STOP/-CONT,
+# or kill -INT, which saves first) for benchmarks and tests.
+# Recipe: the winner of docs/recipes.md (t_power 0.5: more training near full masking, lr 1e-4
+# cosine), with bf16 autocast (fp32 weights; 1.3x the sequences/s of fp32 here, same losses).
+#   START  model folder to start from (default runs/continual-fresh: phase 2's best EMA; on a
+#          machine without that run, START=models/minilm-default, the shipped model)
+#   DATA   prepared folder (default data/minilm-fresh3), built here when missing from
+#   SKIP   ... the corpus slice `scripts/sub_corpus.py --train 200000 --skip SKIP` (default 272000)
+#   RUN    run folder (default runs/continual-3)
+# Phases (model card, "Continual training on the CPU"): phase 1 (runs/continual, data/minilm-sub74k:
+# the first 72K shuffled training sentences) overfitted its slice after ~15 passes; phase 2
+# (runs/continual-fresh, data/minilm-fresh200k: the next 200K, --skip 72000) ran 12,000 steps
+# (3.8 passes); phase 3 (these defaults) continues phase 2's best on the next 200K (--skip 272000),
+# which neither earlier phase saw. Every phase keeps the same 2,048 validation sentences.
 # data/ and runs/ are not in git and a new checkout starts without them, so the run and its data
 # live in the cache ($UNEMBED_CACHE or ~/.cache/unembed, under continual/) and are linked into the
 # tree under the paths the run's config records: a later checkout on the same machine resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-START="${START:-models/minilm-default}"
-DATA="${DATA:-data/minilm-fresh200k}"
-RUN="${RUN:-runs/continual-fresh}"
+START="${START:-runs/continual-fresh}"
+DATA="${DATA:-data/minilm-fresh3}"
+SKIP="${SKIP:-272000}"
+RUN="${RUN:-runs/continual-3}"
 KEEP="${UNEMBED_CACHE:-$HOME/.cache/unembed}/continual"
-for p in "$DATA" "$RUN"; do
+for p in "$START" "$DATA" "$RUN"; do  # checked before anything is linked or moved
   case "$p" in /* | *..*)  # only paths inside the checkout are kept in the cache
-    echo "continual_train: DATA and RUN must be relative paths inside the checkout, got: $p" >&2; exit 2 ;;
+    echo "continual_train: START, DATA and RUN must be relative paths inside the checkout, got: $p" >&2; exit 2 ;;
   esac
+done
+if [ ! -e "$START" ] && [ -f "$KEEP/$START/config.json" ]; then  # an earlier phase's run, kept in the cache
+  mkdir -p "$(dirname "$START")" && ln -s "$KEEP/$START" "$START"
+fi
+if [ ! -f "$START/config.json" ]; then
+  echo "continual_train: no model in START=$START (on a new machine: START=models/minilm-default)" >&2
+  exit 2
+fi
+for p in "$DATA" "$RUN"; do
   if [ -e "$p" ] && [ ! -L "$p" ] && [ ! -e "$KEEP/$p" ]; then  # first run here: keep it in the cache
     mkdir -p "$(dirname "$KEEP/$p")" && mv "$p" "$KEEP/$p"
   fi
@@ -39,13 +54,17 @@ fi
 if [ ! -e "$RUN" ]; then  # a new run starts in the cache, so a later checkout finds it
   mkdir -p "$KEEP/$RUN" "$(dirname "$RUN")" && ln -sfn "$KEEP/$RUN" "$RUN"
 fi
-if [ ! -f "$DATA/manifest.json" ]; then
-  echo "continual_train: no prepared data in $DATA; make it first (docs/recipes.md):" >&2
-  echo "  make corpus && python scripts/sub_corpus.py --corpus data/corpus/builtin.jsonl --train 200000 --skip 72000 --out data/corpus/fresh200k.jsonl" >&2
-  echo "  unembed prepare --source data/corpus/fresh200k.jsonl --encoder minilm --out $DATA" >&2
-  exit 2
-fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+if ! grep -qs '"complete": true' "$DATA/manifest.json"; then  # build (or resume building) the data
+  if [ ! -e "$DATA" ]; then  # a new data folder starts in the cache too
+    mkdir -p "$KEEP/$DATA" "$(dirname "$DATA")" && ln -sfn "$KEEP/$DATA" "$DATA"
+  fi
+  [ -f data/corpus/builtin.jsonl ] || make corpus
+  slice="data/corpus/slice-$SKIP.jsonl"  # deterministic: the same file on every rerun
+  [ -f "$slice" ] || .venv/bin/python scripts/sub_corpus.py --corpus data/corpus/builtin.jsonl \
+    --train 200000 --skip "$SKIP" --out "$slice"
+  nice -n 19 .venv/bin/unembed prepare --source "$slice" --encoder minilm --out "$DATA" --no-progress
+fi
 export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000
 exec nice -n 19 .venv/bin/unembed train --config small --out "$RUN" --no-progress \
   "train.data=$DATA" "train.init_from=$START" model.length_head=512 \
