@@ -27,7 +27,8 @@ def test_a_missing_start_model_is_an_error_that_says_what_to_use(tmp_path):
 @pytest.mark.parametrize("var", ["START", "DATA", "RUN"])
 @pytest.mark.parametrize("path", ["/tmp/elsewhere", "data/../../elsewhere"])
 def test_start_data_and_run_must_stay_inside_the_checkout(tmp_path, var, path):
-    done = run(tmp_path, **{"START": "models/minilm-default", "DATA": "data/never-made", "RUN": "runs/never-made", var: path})
+    paths = {"START": "models/minilm-default", "DATA": "data/never-made", "RUN": "runs/never-made"}
+    done = run(tmp_path, **{**paths, var: path})
     assert done.returncode == 2
     assert "must be relative paths inside the checkout" in done.stderr
     assert not (tmp_path / "cache").exists()
