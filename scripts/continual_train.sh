@@ -43,22 +43,16 @@ for p in "$DATA" "$RUN"; do
   if [ -e "$p" ] && [ ! -L "$p" ] && [ ! -e "$KEEP/$p" ]; then  # first run here: keep it in the cache
     mkdir -p "$(dirname "$KEEP/$p")" && mv "$p" "$KEEP/$p"
   fi
-  if [ ! -e "$p" ] && [ -e "$KEEP/$p" ]; then
-    mkdir -p "$(dirname "$p")" && ln -s "$KEEP/$p" "$p"
+  if [ -L "$p" ] && [ ! -e "$p" ]; then  # a link to a folder that is gone
+    echo "continual_train: $p links to $(readlink "$p"), which does not exist; remove the link to start anew" >&2
+    exit 2
+  fi
+  if [ ! -e "$p" ]; then  # kept in the cache (a new one starts there), so a later checkout finds it
+    mkdir -p "$KEEP/$p" "$(dirname "$p")" && ln -s "$KEEP/$p" "$p"
   fi
 done
-if [ -L "$RUN" ] && [ ! -e "$RUN" ]; then  # a link to a run folder that is gone
-  echo "continual_train: $RUN links to $(readlink "$RUN"), which does not exist; remove the link to start a new run" >&2
-  exit 2
-fi
-if [ ! -e "$RUN" ]; then  # a new run starts in the cache, so a later checkout finds it
-  mkdir -p "$KEEP/$RUN" "$(dirname "$RUN")" && ln -sfn "$KEEP/$RUN" "$RUN"
-fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 if ! grep -qs '"complete": true' "$DATA/manifest.json"; then  # build (or resume building) the data
-  if [ ! -e "$DATA" ]; then  # a new data folder starts in the cache too
-    mkdir -p "$KEEP/$DATA" "$(dirname "$DATA")" && ln -sfn "$KEEP/$DATA" "$DATA"
-  fi
   [ -f data/corpus/builtin.jsonl ] || make corpus
   slice="data/corpus/slice-$SKIP.jsonl"  # deterministic: the same file on every rerun
   [ -f "$slice" ] || .venv/bin/python scripts/sub_corpus.py --corpus data/corpus/builtin.jsonl \
