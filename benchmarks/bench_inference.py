@@ -27,8 +27,11 @@ old path and the new one are compared on one machine state:
   probability computed by torch operations (the default before ``unembed.kernels``)
 * ``int8-compact-reduce``: torch's int8 projection, then the fused reduction kernel
   (``kernels.head_reduce``; the default before ``kernels.Int8Head``)
+* ``int8-compact-ada7``: int8-compact with each block's AdaLN projection and ``ada_out`` as
+  separate products (the default before ``precision.fuse_ada``)
 * ``int8-compact``: the int8 projection and the reduction in one kernel (``kernels.Int8Head``,
-  where the CPU has AVX-512 VNNI; elsewhere the same as ``int8-compact-reduce``)
+  where the CPU has AVX-512 VNNI; elsewhere the same as ``int8-compact-reduce``), and the AdaLN
+  projections of a pass as one product
 
 Every variant but ``fp32-full`` and the ``-torch`` one uses the fused reduction where it is built
 here (the JSON records ``kernels.status()`` and whether the int8 head kernel is built).
@@ -70,16 +73,18 @@ from unembed.sampling import HEAD_ROWS
 # Decoding variants of --model: (precision, compact passes, rows per vocabulary-projection chunk
 # (0 = all masked positions of a pass at once, as before sampling.HEAD_ROWS), the arg-max path:
 # "torch" operations, "reduce" = torch's projection + the fused reduction kernel, "fused" = the
-# int8 projection and reduction in one kernel (kernels.Int8Head; int8 only, "reduce" elsewhere)).
+# int8 projection and reduction in one kernel (kernels.Int8Head; int8 only, "reduce" elsewhere),
+# the AdaLN projections of a pass fused into one product (int8 only, precision.fuse_ada)).
 VARIANTS = {
-    "fp32-full": ("fp32", False, 0, "torch"),
-    "fp32-compact": ("fp32", True, HEAD_ROWS, "reduce"),
-    "bf16-compact": ("bf16", True, HEAD_ROWS, "reduce"),
-    "int8-compact-whole": ("int8", True, 0, "reduce"),
-    "int8-compact-256": ("int8", True, 256, "reduce"),
-    "int8-compact-torch": ("int8", True, HEAD_ROWS, "torch"),
-    "int8-compact-reduce": ("int8", True, HEAD_ROWS, "reduce"),
-    "int8-compact": ("int8", True, HEAD_ROWS, "fused"),
+    "fp32-full": ("fp32", False, 0, "torch", False),
+    "fp32-compact": ("fp32", True, HEAD_ROWS, "reduce", False),
+    "bf16-compact": ("bf16", True, HEAD_ROWS, "reduce", False),
+    "int8-compact-whole": ("int8", True, 0, "reduce", True),
+    "int8-compact-256": ("int8", True, 256, "reduce", True),
+    "int8-compact-torch": ("int8", True, HEAD_ROWS, "torch", True),
+    "int8-compact-reduce": ("int8", True, HEAD_ROWS, "reduce", True),
+    "int8-compact-ada7": ("int8", True, HEAD_ROWS, "fused", False),
+    "int8-compact": ("int8", True, HEAD_ROWS, "fused", True),
 }
 MODEL_COLUMNS = [
     ("variant", "variant", "s"),
@@ -273,10 +278,10 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     with torch.inference_mode(), _keeping_library_settings():
         for variant in args.variants:
-            precision, compact, head_rows, argmax = VARIANTS[variant]
+            precision, compact, head_rows, argmax, fuse = VARIANTS[variant]
             sampling.HEAD_ROWS = head_rows or 1 << 30
             kernels.ENABLED, kernels.FUSED_HEAD = argmax != "torch", argmax == "fused"
-            model = for_inference(inv.model, precision)
+            model = for_inference(inv.model, precision, fuse=fuse)
             for strategy in args.strategies:
                 lat, lat_flops, lat_runs = [], [], 0
                 for cond in one:
@@ -300,6 +305,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
                         "compact": compact,
                         "head_rows": head_rows,
                         "argmax": argmax,
+                        "fused_ada": fuse and precision == "int8",
                         "strategy": strategy,
                         "steps": steps,
                         "latency_ms": 1000 * mean_lat,

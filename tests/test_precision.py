@@ -6,7 +6,9 @@ import torch
 
 from conftest import make_model_dir, random_denoiser
 from unembed.inverter import Inverter
-from unembed.precision import PRECISIONS, for_inference, int8_available
+import copy
+
+from unembed.precision import PRECISIONS, for_inference, fuse_ada, int8_available
 from unembed.sampling import denoise, final
 
 
@@ -37,6 +39,25 @@ def test_every_precision_approximates_fp32_and_leaves_the_model_alone(model, pre
     err = (got[finite] - ref[finite]).norm() / ref[finite].norm()
     assert err < (1e-6 if fast.precision == "fp32" else 0.05)
     torch.testing.assert_close(*lengths, atol=0.05, rtol=0.05)
+
+
+def test_fused_ada_projection_computes_what_the_separate_ones_did(model):
+    ids, t, cond = torch.randint(0, 99, (4, 16)), torch.rand(4), torch.randn(4, 8)
+    fused = copy.deepcopy(model)
+    fused.ada_fused = fuse_ada(fused)
+    assert not any(hasattr(b, "ada") for b in fused.blocks) and not hasattr(fused, "ada_out")
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(ids, t, cond), model(ids, t, cond), atol=1e-5, rtol=1e-5)
+    if not int8_available():
+        return
+    # int8: each output row keeps its own weight scale and the shared input its one scale, so the
+    # fused copy gives exactly what an int8 copy with separate projections gives
+    separate = for_inference(model, "int8", fuse=False)
+    assert separate.ada_fused is None and hasattr(separate, "ada_out")
+    fast = for_inference(model, "int8")
+    assert fast.ada_fused is not None
+    with torch.inference_mode():
+        assert torch.equal(fast(ids, t, cond), separate(ids, t, cond))
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)

@@ -48,9 +48,15 @@ class Block(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.ada = nn.Linear(w, 6 * w)  # shift, scale, gate for attention and MLP
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
-        """x [B, L, W], c [B, W] (already SiLU'd), keys [B, 1, 1, L] bool or None -> [B, L, W]."""
-        s1, sc1, g1, s2, sc2, g2 = self.ada(c).chunk(6, dim=-1)
+    def forward(
+        self, x: torch.Tensor, c: torch.Tensor, keys: torch.Tensor | None = None, mod: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x [B, L, W], c [B, W] (already SiLU'd), keys [B, 1, 1, L] bool or None -> [B, L, W].
+
+        ``mod`` [B, 6W]: this block's AdaLN projection of c when the caller computed it already
+        (``Denoiser.ada_fused``); otherwise the block computes it.
+        """
+        s1, sc1, g1, s2, sc2, g2 = (self.ada(c) if mod is None else mod).chunk(6, dim=-1)
         x = x + g1.unsqueeze(1) * self.drop(self._attn(modulate(self.norm1(x), s1, sc1), keys))
         h = self.fc2(F.gelu(self.fc1(modulate(self.norm2(x), s2, sc2))))
         return x + g2.unsqueeze(1) * self.drop(h)
@@ -82,6 +88,9 @@ class Denoiser(nn.Module):
         never[cfg.mask_id] = float("-inf")  # the model never predicts the mask token
         self.register_buffer("never", never, persistent=False)
         self.head_override: nn.Module | None = None
+        # Set by precision.for_inference: every block's AdaLN projection and ada_out as one linear
+        # (one product per pass instead of n_layers + 1 at batch 1, where each costs its call).
+        self.ada_fused: nn.Module | None = None
         if cfg.length_head > 0:
             h = cfg.length_head
             self.length_mlp = nn.Sequential(nn.Linear(cfg.cond_dim, h), nn.GELU(), nn.Linear(h, cfg.seq_len))
@@ -109,9 +118,15 @@ class Denoiser(nn.Module):
         if visible is not None and bool((visible < n - 1).any()):
             keys = (pos[None] <= visible[:, None])[:, None, None, :]  # [B, 1, 1, n]
         x = self.emb_norm(self.tok(xt) + self.pos(pos)[None])
-        for block in self.blocks:
-            x = block(x, c, keys)
-        shift, scale = self.ada_out(c).chunk(2, dim=-1)
+        if self.ada_fused is None:
+            for block in self.blocks:
+                x = block(x, c, keys)
+            out_mod = self.ada_out(c)
+        else:
+            *mods, out_mod = self.ada_fused(c).split([6 * self.cfg.width] * len(self.blocks) + [2 * self.cfg.width], -1)
+            for block, mod in zip(self.blocks, mods):
+                x = block(x, c, keys, mod)
+        shift, scale = out_mod.chunk(2, dim=-1)
         return modulate(self.norm_out(x), shift, scale)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -50,13 +50,34 @@ class _QuantHead(nn.Module):
         return self.linear(hidden)
 
 
+def fuse_ada(model: nn.Module) -> nn.Linear:
+    """Every block's AdaLN projection and ``ada_out`` as one linear (rows in block order, then
+    ``ada_out``'s), and removes the separate ones from ``model`` (a copy made for inference).
+
+    The fused product gives each output what its own linear gave: with int8 the weights are
+    quantised per output row and the input, the same c for all of them, gets the same scale.
+    """
+    parts = [block.ada for block in model.blocks] + [model.ada_out]
+    fused = nn.Linear(parts[0].in_features, sum(p.out_features for p in parts))
+    with torch.no_grad():
+        fused.weight.copy_(torch.cat([p.weight for p in parts]))
+        fused.bias.copy_(torch.cat([p.bias for p in parts]))
+    for block in model.blocks:
+        del block.ada
+    del model.ada_out
+    return fused
+
+
 def int8_available() -> bool:
     engines = torch.backends.quantized.supported_engines
     return "x86" in engines or "fbgemm" in engines
 
 
-def for_inference(model: nn.Module, precision: str = "fp32") -> nn.Module:
+def for_inference(model: nn.Module, precision: str = "fp32", fuse: bool = True) -> nn.Module:
     """A copy of ``model`` (eval mode) in ``precision``; ``fp32`` returns the model itself.
+
+    With int8 and ``fuse`` (the default), the AdaLN projections of all blocks and ``ada_out`` run
+    as one int8 product per pass (``fuse_ada``: the same outputs, fewer calls).
 
     The returned model keeps the Denoiser interface (forward, logits, length_logits, cfg), so
     every decoding path uses it unchanged. Its ``precision`` attribute says what it is.
@@ -81,12 +102,14 @@ def for_inference(model: nn.Module, precision: str = "fp32") -> nn.Module:
         # The tied head becomes its own linear so that it is quantised too (the embedding table
         # that feeds the input stays fp32).
         out.head_override = _QuantHead(out.tok.weight.data + 0.0, out.head_bias.data + out.never)
+        if fuse:
+            out.ada_fused = fuse_ada(out)
         with warnings.catch_warnings():  # torch marks its quantised tensor types as deprecated
             warnings.simplefilter("ignore")
             qc = torch.ao.quantization.per_channel_dynamic_qconfig
             # The length head (0.4 MB, run once per inversion) stays fp32: the committed length is
             # then the fp32 model's, and only the passes are approximated.
-            spec = {name: qc for name in ("blocks", "cond_mlp", "time_mlp", "ada_out", "head_override")}
+            spec = {name: qc for name in ("blocks", "cond_mlp", "time_mlp", "ada_out", "ada_fused", "head_override")}
             out = torch.ao.quantization.quantize_dynamic(out, spec, dtype=torch.qint8)
         if kernels.int8_head_available():
             # The arg-max path (every strategy at temperature 0) projects and reduces in one int8
