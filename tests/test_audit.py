@@ -310,3 +310,63 @@ def test_bad_arguments(tmp_path, model_dir, enc, vectors):
             run(model_dir, enc, vec, **kw)
     with pytest.raises(ValueError, match="model 'no-such-model' not found"):
         audit.run_audit(str(vec), model="no-such-model", out=str(tmp_path / "o"), encoder=enc)
+
+
+# ---- the attacker named in the report ---------------------------------------------------------------
+
+
+def _copy_model(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_attacker_profile_counts_trained_parameters_and_reads_the_training_record(tmp_path, model_dir, enc):
+    from unembed.checkpoint import load_model
+    from unembed.inverter import Inverter
+
+    folder = _copy_model(model_dir, tmp_path / "m")
+    trained = load_model(folder)[1].num_params()
+    for precision in ("fp32", "int8"):  # int8 linears hold no nn.Parameters: still the trained count
+        inv = Inverter.load(str(folder), encoder=enc, sample={"precision": precision})
+        p = audit.attacker_profile(inv, folder)
+        assert p["parameters"] == trained
+        assert p["training_sequences"] is None and p["reference_token_accuracy"] is None
+    # a GPU job's record: its steps times the folder's batch size, and its last validation decode
+    job = {"best": "r", "runs": {"r": {"val_decode_acc": 0.05, "log": [{"train_step": 10}]}}}
+    (folder / "training-job.json").write_text(json.dumps(job))
+    p = audit.attacker_profile(inv, folder)
+    assert p["training_sequences"] == 10 * inv.cfg.train.batch_size and p["reference_token_accuracy"] == 0.05
+    # the whole history, written when weights are shipped, wins over the job's partial one
+    record = {"sequences": 2_722_688, "reference": {"set": "1,000 validation sentences", "token_accuracy": 0.0968}}
+    (folder / "training.json").write_text(json.dumps(record))
+    p = audit.attacker_profile(inv, folder)
+    assert (p["training_sequences"], p["reference_set"], p["reference_token_accuracy"]) == (
+        2_722_688,
+        "1,000 validation sentences",
+        0.0968,
+    )
+    section = audit._attacker_section({"attacker": p, "n": 3, "token_accuracy": 0.1})
+    assert "trained on 2,722,688 sequences" in section.paragraphs[0] and "9.7%" in section.paragraphs[0]
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        [1, 2],
+        {"sequences": -1},
+        {"sequences": "many"},
+        {"sequences": 5, "reference": {"set": "s", "token_accuracy": 2}},
+        {"sequences": 5, "reference": {"token_accuracy": 0.1}},
+        {"sequences": 5, "reference": "x"},
+    ],
+)
+def test_a_broken_training_record_is_a_clear_error(tmp_path, model_dir, enc, record):
+    from unembed.inverter import Inverter
+
+    folder = _copy_model(model_dir, tmp_path / "m")
+    (folder / "training.json").write_text(json.dumps(record))
+    inv = Inverter.load(str(folder), encoder=enc)
+    with pytest.raises(ValueError, match="training.json"):
+        audit.attacker_profile(inv, folder)

@@ -428,19 +428,41 @@ def run_audit(
 
 
 def attacker_profile(inv: Inverter, folder: Path) -> dict[str, Any]:
-    """The decoder behind an audit: name, encoder, size, and, where the model folder records its
-    training job (``training-job.json``, written by ``unembed gpu-train``), the sequences it was
-    trained on and its end-to-end token accuracy on the validation sentences decoded during training."""
+    """The decoder behind an audit: name, encoder, size (the trained weights' parameters, whatever
+    precision decodes them), the sequences it was trained on and its end-to-end token accuracy on
+    a reference set, from the model folder's record of its training:
+
+    * ``training.json`` (shipped models, written when weights are shipped; it covers every phase of
+      training): ``{"sequences": N, "reference": {"set": "...", "token_accuracy": 0.097}}``;
+    * else ``training-job.json`` (written by ``unembed gpu-train`` beside the model it exports):
+      the job's steps times the folder's batch size, and the job's last validation decode.
+    """
+    from .checkpoint import load_weights
+
     profile = {
         "model": inv.name,
         "encoder": inv.cfg.encoder.name,
-        "parameters": sum(p.numel() for p in inv.model.parameters()),
+        "parameters": sum(t.numel() for t in load_weights(folder).values()),
         "training_sequences": None,
         "reference_set": None,
         "reference_token_accuracy": None,
     }
-    job_file = folder / "training-job.json"
-    if job_file.is_file():
+    record_file, job_file = folder / "training.json", folder / "training-job.json"
+    if record_file.is_file():
+        record = _read_json(record_file)
+        ref = record.get("reference") or {} if isinstance(record, dict) else None
+        if not isinstance(ref, dict):
+            raise ValueError(f"{record_file}: expected an object with 'sequences' and 'reference'")
+        seqs = record.get("sequences")
+        acc, ref_set = ref.get("token_accuracy"), ref.get("set")
+        if not isinstance(seqs, int) or isinstance(seqs, bool) or seqs < 0:
+            raise ValueError(f"{record_file}: 'sequences' must be a whole number >= 0, got {seqs!r}")
+        if acc is not None and not (isinstance(acc, (int, float)) and 0 <= acc <= 1 and isinstance(ref_set, str)):
+            raise ValueError(f"{record_file}: 'reference' needs 'set' (text) and 'token_accuracy' in [0, 1]")
+        profile["training_sequences"] = seqs
+        if acc is not None:
+            profile["reference_set"], profile["reference_token_accuracy"] = ref_set, float(acc)
+    elif job_file.is_file():
         job = _read_json(job_file)
         run = job.get("runs", {}).get(job.get("best"), {})
         log_rows = run.get("log") or [{}]
