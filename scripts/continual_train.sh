@@ -9,7 +9,8 @@
 # with bf16 autocast (fp32 weights; 1.3x the sequences/s of fp32 here, same losses).
 #   LR, WARMUP  peak learning rate and warm-up steps (default 3e-5 and 300: phase 2 ended annealed
 #          at 1.1e-5, and re-warming it to phases 1-2's 1e-4 in 30 steps put its validation loss
-#          up from 2.4366 to 2.5112 within 150 steps; the model card has the figures)
+#          up from 2.4366 to 2.5112 within 150 steps; the model card has the figures). A run resumes
+#          only with the LR and WARMUP it started with (the trainer refuses a changed config).
 #   START  model folder to start from (default runs/continual-fresh: phase 2's best EMA; on a
 #          machine without that run, START=models/minilm-default, the shipped model)
 #   DATA   prepared folder (default data/minilm-fresh3), built here when missing from

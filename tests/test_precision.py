@@ -1,13 +1,13 @@
 """Inference precision (fp32 / bf16 / int8) and length-sorted batching in Inverter.invert."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 
 from conftest import make_model_dir, random_denoiser
 from unembed.inverter import Inverter
-import copy
-
 from unembed.precision import PRECISIONS, for_inference, fuse_ada, int8_available
 from unembed.sampling import denoise, final
 
@@ -69,6 +69,14 @@ def test_every_precision_decodes_with_the_length_first(model, precision):
     last = final(denoise(fast, torch.randn(3, 8), num_steps=4, lengths=lengths))
     assert not last.masked.any()
     assert last.ids[torch.arange(3), lengths].tolist() == [1, 1, 1]
+
+
+def test_a_converted_copy_is_not_converted_again(model):
+    for precision in ("bf16", "int8") if int8_available() else ("bf16",):
+        fast = for_inference(model, precision)
+        for again in PRECISIONS:
+            with pytest.raises(ValueError, match="already a"):
+                for_inference(fast, again)
 
 
 def test_unknown_precision_is_refused(model):

@@ -384,6 +384,7 @@ def run_audit(
     out_dir = Path(out)
     inv = Inverter.load(model, device=device, encoder=encoder, sample=sample)
     strategy, num_steps = _check_args(inv, strategy, num_steps, batch_size, chunk_size, limit)
+    attacker = attacker_profile(inv, resolve_model_dir(model))  # a broken record fails here, not after
     source = open_source(vectors)
     found = scan(source, inv.dim, inv.name, limit, progress)
     refs = _references(source, found, texts, no_texts, limit)
@@ -421,59 +422,95 @@ def run_audit(
         risk_score=RISK_SCORE,
         risk_definition=RISK_DEFINITION,
         entities_mode=entities,
-        attacker=attacker_profile(inv, resolve_model_dir(model)),
+        attacker=attacker,
     )
     write_report(out_dir, summary)
     return summary
 
 
 def attacker_profile(inv: Inverter, folder: Path) -> dict[str, Any]:
-    """The decoder behind an audit: name, encoder, size (the trained weights' parameters, whatever
-    precision decodes them), the sequences it was trained on and its end-to-end token accuracy on
-    a reference set, from the model folder's record of its training:
+    """The decoder behind an audit: name, encoder, size (the parameters of the model as trained,
+    whatever precision decodes it), the sequences it was trained on and its end-to-end token
+    accuracy on a reference set, from the first record of its training the model folder holds:
 
-    * ``training.json`` (shipped models, written when weights are shipped; it covers every phase of
-      training): ``{"sequences": N, "reference": {"set": "...", "token_accuracy": 0.097}}``;
-    * else ``training-job.json`` (written by ``unembed gpu-train`` beside the model it exports):
-      the job's steps times the folder's batch size, and the job's last validation decode.
+    * ``training.json`` (written when weights are shipped; it covers every phase of training):
+      ``{"sequences": N, "reference": {"set": "...", "token_accuracy": 0.097}}``;
+    * ``job.json`` (written by ``unembed gpu-train`` beside each model it exports): its
+      ``sequences_seen`` and the last validation decode;
+    * ``training-job.json`` (the older GPU job's): its best run's steps times the folder's batch
+      size, right for a folder as that job exported it.
+
+    A folder trained further after its export must carry a ``training.json``; a broken record is a
+    ValueError naming the file.
     """
-    from .checkpoint import load_weights
+    import torch
 
+    from .model import Denoiser
+
+    with torch.device("meta"):  # the count only: no memory, no weights read
+        parameters = Denoiser(inv.cfg.model).num_params()
     profile = {
         "model": inv.name,
         "encoder": inv.cfg.encoder.name,
-        "parameters": sum(t.numel() for t in load_weights(folder).values()),
+        "parameters": parameters,
         "training_sequences": None,
         "reference_set": None,
         "reference_token_accuracy": None,
     }
-    record_file, job_file = folder / "training.json", folder / "training-job.json"
-    if record_file.is_file():
-        record = _read_json(record_file)
-        ref = record.get("reference") or {} if isinstance(record, dict) else None
-        if not isinstance(ref, dict):
-            raise ValueError(f"{record_file}: expected an object with 'sequences' and 'reference'")
-        seqs = record.get("sequences")
-        acc, ref_set = ref.get("token_accuracy"), ref.get("set")
-        if not isinstance(seqs, int) or isinstance(seqs, bool) or seqs < 0:
-            raise ValueError(f"{record_file}: 'sequences' must be a whole number >= 0, got {seqs!r}")
-        if acc is not None and not (isinstance(acc, (int, float)) and 0 <= acc <= 1 and isinstance(ref_set, str)):
-            raise ValueError(f"{record_file}: 'reference' needs 'set' (text) and 'token_accuracy' in [0, 1]")
-        profile["training_sequences"] = seqs
-        if acc is not None:
-            profile["reference_set"], profile["reference_token_accuracy"] = ref_set, float(acc)
-    elif job_file.is_file():
-        job = _read_json(job_file)
-        run = job.get("runs", {}).get(job.get("best"), {})
-        log_rows = run.get("log") or [{}]
-        steps = log_rows[-1].get("train_step")
-        tr = inv.cfg.train
-        if steps:
-            profile["training_sequences"] = int(steps) * tr.batch_size * tr.grad_accum
-        if run.get("val_decode_acc") is not None:
-            profile["reference_set"] = f"{tr.eval_decode_n} validation-split sentences ({tr.eval_decode_steps} steps)"
-            profile["reference_token_accuracy"] = float(run["val_decode_acc"])
+    tr = inv.cfg.train
+    decoded = f"{tr.eval_decode_n} validation-split sentences ({tr.eval_decode_steps} steps)"
+    for name in ("training.json", "job.json", "training-job.json"):
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            record = _read_json(path)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path}: not a readable JSON file ({e})") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}: expected a JSON object")
+        if name == "training.json":
+            seqs, ref = _training_record(path, record)
+            profile["training_sequences"] = seqs
+            if ref is not None:
+                profile["reference_set"], profile["reference_token_accuracy"] = ref
+        elif name == "job.json":
+            seqs, last = record.get("sequences_seen"), record.get("last_eval") or {}
+            if isinstance(seqs, int) and not isinstance(seqs, bool) and seqs > 0:
+                profile["training_sequences"] = seqs
+            if isinstance(last, dict) and _is_share(last.get("val_decode_acc")):
+                profile["reference_set"] = decoded
+                profile["reference_token_accuracy"] = float(last["val_decode_acc"])
+        else:
+            run = (record.get("runs") or {}).get(record.get("best")) or {}
+            log_rows = run.get("log") or [{}]
+            steps = log_rows[-1].get("train_step") if isinstance(log_rows[-1], dict) else None
+            if isinstance(steps, int) and steps > 0:
+                profile["training_sequences"] = steps * tr.batch_size * tr.grad_accum
+            if _is_share(run.get("val_decode_acc")):
+                profile["reference_set"], profile["reference_token_accuracy"] = decoded, float(run["val_decode_acc"])
+        break
     return profile
+
+
+def _is_share(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= 1
+
+
+def _training_record(path: Path, record: dict) -> tuple[int, tuple[str, float] | None]:
+    """(sequences, (reference set, token accuracy) or None) from a training.json, checked."""
+    seqs = record.get("sequences")
+    if not isinstance(seqs, int) or isinstance(seqs, bool) or seqs <= 0:
+        raise ValueError(f"{path}: 'sequences' must be a whole number > 0, got {seqs!r}")
+    if "reference" not in record:
+        return seqs, None
+    ref = record["reference"]
+    if not isinstance(ref, dict):
+        raise ValueError(f"{path}: 'reference' must be an object with 'set' and 'token_accuracy'")
+    ref_set, acc = ref.get("set"), ref.get("token_accuracy")
+    if not isinstance(ref_set, str) or not ref_set.strip() or not _is_share(acc):
+        raise ValueError(f"{path}: 'reference' needs 'set' (non-empty text) and 'token_accuracy' in [0, 1]")
+    return seqs, (ref_set, float(acc))
 
 
 # ---- summary -----------------------------------------------------------------------------------------

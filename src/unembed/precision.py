@@ -58,7 +58,8 @@ def fuse_ada(model: nn.Module) -> nn.Linear:
     quantised per output row and the input, the same c for all of them, gets the same scale.
     """
     parts = [block.ada for block in model.blocks] + [model.ada_out]
-    fused = nn.Linear(parts[0].in_features, sum(p.out_features for p in parts))
+    w = parts[0].weight
+    fused = nn.Linear(parts[0].in_features, sum(p.out_features for p in parts), device=w.device, dtype=w.dtype)
     with torch.no_grad():
         fused.weight.copy_(torch.cat([p.weight for p in parts]))
         fused.bias.copy_(torch.cat([p.bias for p in parts]))
@@ -84,6 +85,8 @@ def for_inference(model: nn.Module, precision: str = "fp32", fuse: bool = True) 
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
+    if getattr(model, "precision", "fp32") != "fp32":
+        raise ValueError(f"this model is already a {model.precision} copy; convert the fp32 model it was made from")
     on_cpu = next(model.parameters()).device.type == "cpu"
     if precision == "auto":
         precision = "int8" if on_cpu and int8_available() else "fp32"
