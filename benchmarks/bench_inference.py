@@ -27,11 +27,13 @@ old path and the new one are compared on one machine state:
   probability computed by torch operations (the default before ``unembed.kernels``)
 * ``int8-compact-reduce``: torch's int8 projection, then the fused reduction kernel
   (``kernels.head_reduce``; the default before ``kernels.Int8Head``)
-* ``int8-compact-ada7``: int8-compact with each block's AdaLN projection and ``ada_out`` as
+* ``int8-compact-ada7``: int8-compact-eager with each block's AdaLN projection and ``ada_out`` as
   separate products (the default before ``precision.fuse_ada``)
+* ``int8-compact-eager``: int8-compact with the passes run op by op in Python (the default before
+  ``precision.TracedPasses``; the int8 variants above it are eager too)
 * ``int8-compact``: the int8 projection and the reduction in one kernel (``kernels.Int8Head``,
-  where the CPU has AVX-512 VNNI; elsewhere the same as ``int8-compact-reduce``), and the AdaLN
-  projections of a pass as one product
+  where the CPU has AVX-512 VNNI; elsewhere the same as ``int8-compact-reduce``), the AdaLN
+  projections of a pass as one product, and the passes as TorchScript graphs
 
 Every variant but ``fp32-full`` and the ``-torch`` one uses the fused reduction where it is built
 here (the JSON records ``kernels.status()`` and whether the int8 head kernel is built).
@@ -74,17 +76,19 @@ from unembed.sampling import HEAD_ROWS
 # (0 = all masked positions of a pass at once, as before sampling.HEAD_ROWS), the arg-max path:
 # "torch" operations, "reduce" = torch's projection + the fused reduction kernel, "fused" = the
 # int8 projection and reduction in one kernel (kernels.Int8Head; int8 only, "reduce" elsewhere),
-# the AdaLN projections of a pass fused into one product (int8 only, precision.fuse_ada)).
+# the AdaLN projections of a pass fused into one product (int8 only, precision.fuse_ada), the
+# passes as TorchScript graphs (int8 only, precision.TracedPasses)).
 VARIANTS = {
-    "fp32-full": ("fp32", False, 0, "torch", False),
-    "fp32-compact": ("fp32", True, HEAD_ROWS, "reduce", False),
-    "bf16-compact": ("bf16", True, HEAD_ROWS, "reduce", False),
-    "int8-compact-whole": ("int8", True, 0, "reduce", True),
-    "int8-compact-256": ("int8", True, 256, "reduce", True),
-    "int8-compact-torch": ("int8", True, HEAD_ROWS, "torch", True),
-    "int8-compact-reduce": ("int8", True, HEAD_ROWS, "reduce", True),
-    "int8-compact-ada7": ("int8", True, HEAD_ROWS, "fused", False),
-    "int8-compact": ("int8", True, HEAD_ROWS, "fused", True),
+    "fp32-full": ("fp32", False, 0, "torch", False, False),
+    "fp32-compact": ("fp32", True, HEAD_ROWS, "reduce", False, False),
+    "bf16-compact": ("bf16", True, HEAD_ROWS, "reduce", False, False),
+    "int8-compact-whole": ("int8", True, 0, "reduce", True, False),
+    "int8-compact-256": ("int8", True, 256, "reduce", True, False),
+    "int8-compact-torch": ("int8", True, HEAD_ROWS, "torch", True, False),
+    "int8-compact-reduce": ("int8", True, HEAD_ROWS, "reduce", True, False),
+    "int8-compact-ada7": ("int8", True, HEAD_ROWS, "fused", False, False),
+    "int8-compact-eager": ("int8", True, HEAD_ROWS, "fused", True, False),
+    "int8-compact": ("int8", True, HEAD_ROWS, "fused", True, True),
 }
 MODEL_COLUMNS = [
     ("variant", "variant", "s"),
@@ -278,10 +282,10 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     with torch.inference_mode(), _keeping_library_settings():
         for variant in args.variants:
-            precision, compact, head_rows, argmax, fuse = VARIANTS[variant]
+            precision, compact, head_rows, argmax, fuse, trace = VARIANTS[variant]
             sampling.HEAD_ROWS = head_rows or 1 << 30
             kernels.ENABLED, kernels.FUSED_HEAD = argmax != "torch", argmax == "fused"
-            model = for_inference(inv.model, precision, fuse=fuse)
+            model = for_inference(inv.model, precision, fuse=fuse, trace=trace)
             for strategy in args.strategies:
                 lat, lat_flops, lat_runs = [], [], 0
                 for cond in one:
@@ -306,6 +310,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
                         "head_rows": head_rows,
                         "argmax": argmax,
                         "fused_ada": fuse and precision == "int8",
+                        "traced": trace and precision == "int8",
                         "strategy": strategy,
                         "steps": steps,
                         "latency_ms": 1000 * mean_lat,

@@ -71,6 +71,52 @@ def test_every_precision_decodes_with_the_length_first(model, precision):
     assert last.ids[torch.arange(3), lengths].tolist() == [1, 1, 1]
 
 
+needs_int8 = pytest.mark.skipif(not int8_available(), reason="no int8 kernels in this torch build")
+
+
+@needs_int8
+def test_traced_passes_give_the_eager_outputs_for_any_batch_width_and_lengths(model):
+    eager = for_inference(model, "int8", trace=False)
+    traced = for_inference(model, "int8")
+    assert eager.traced_passes is None and traced.traced_passes is not None
+    gen = torch.Generator().manual_seed(0)
+    calls = [  # (batch, width, visible): the first of each kind is what gets traced
+        (1, 13, None),
+        (3, 9, torch.tensor([8, 4, 2])),
+        (5, 16, None),
+        (2, 5, torch.tensor([4, 4])),
+        (4, 12, torch.tensor([11, 3, 7, 0])),
+        (1, 1, torch.tensor([0])),
+    ]
+    with torch.inference_mode():
+        for b, n, visible in calls:
+            ids = torch.randint(0, 99, (b, n), generator=gen)
+            t, cond = torch.rand(b, generator=gen), torch.randn(b, 8, generator=gen)
+            assert torch.equal(traced(ids, t, cond, visible), eager(ids, t, cond, visible))
+    assert set(traced.traced_passes.graphs) == {False, True}
+    copied = copy.deepcopy(traced)  # a copy traces its own graphs
+    assert copied.traced_passes.graphs == {}
+    with torch.inference_mode():
+        assert torch.equal(copied(ids, t, cond, visible), eager(ids, t, cond, visible))
+
+
+@needs_int8
+def test_passes_stay_eager_when_tracing_fails_or_is_switched_off(model, monkeypatch, caplog):
+    eager = for_inference(model, "int8", trace=False)
+    ids, t, cond = torch.randint(0, 99, (2, 6)), torch.rand(2), torch.randn(2, 8)
+
+    def broken(*a, **k):
+        raise RuntimeError("no tracing here")
+
+    monkeypatch.setattr(torch.jit, "trace", broken)
+    fast = for_inference(model, "int8")
+    with torch.inference_mode():
+        assert torch.equal(fast(ids, t, cond), eager(ids, t, cond))
+    assert fast.traced_passes.failed and "no tracing here" in caplog.text
+    monkeypatch.setenv("UNEMBED_TRACE", "0")
+    assert for_inference(model, "int8").traced_passes is None
+
+
 def test_a_converted_copy_is_not_converted_again(model):
     for precision in ("bf16", "int8") if int8_available() else ("bf16",):
         fast = for_inference(model, precision)

@@ -91,6 +91,9 @@ class Denoiser(nn.Module):
         # Set by precision.for_inference: every block's AdaLN projection and ada_out as one linear
         # (one product per pass instead of n_layers + 1 at batch 1, where each costs its call).
         self.ada_fused: nn.Module | None = None
+        # Set by precision.for_inference on an int8 copy: runs passes through TorchScript graphs
+        # of this forward (called as traced_passes(self, xt, t, cond, visible)).
+        self.traced_passes = None
         if cfg.length_head > 0:
             h = cfg.length_head
             self.length_mlp = nn.Sequential(nn.Linear(cfg.cond_dim, h), nn.GELU(), nn.Linear(h, cfg.seq_len))
@@ -111,6 +114,14 @@ class Denoiser(nn.Module):
         ``visible`` [B] (optional): row b attends only to its positions 0..visible[b]; xt may then
         be narrower than seq_len (decoding with a committed length runs on the sentence alone).
         """
+        if self.traced_passes is not None and not torch.jit.is_tracing():
+            return self.traced_passes(self, xt, t, cond, visible)
+        return self.eager_forward(xt, t, cond, visible)
+
+    def eager_forward(
+        self, xt: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, visible: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``forward`` op by op in Python (what the traced graphs record)."""
         c = self.condition(t, cond)
         n = xt.shape[1]
         pos = torch.arange(n, device=xt.device)

@@ -27,12 +27,17 @@ Training always uses fp32 weights; precision is a property of a loaded model for
 from __future__ import annotations
 
 import copy
+import logging
+import os
+import threading
 import warnings
 
 import torch
 from torch import nn
 
 from . import kernels
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
@@ -69,16 +74,64 @@ def fuse_ada(model: nn.Module) -> nn.Linear:
     return fused
 
 
+class TracedPasses:
+    """Decoder passes through TorchScript graphs of ``Denoiser.forward`` (traced, then frozen).
+
+    At batch 1 a pass is about 900 small torch operations, and calling them one by one from
+    Python costs as much as the int8 arithmetic; a frozen graph runs the same operations without
+    the interpreter. Two graphs are traced on first use, from the first inputs of each kind:
+    every row sees all positions it is given (no key mask), or rows differ in length (a key mask
+    from ``visible``); batch size and width stay free. The outputs are those of the eager forward
+    (``tests/test_precision.py``). If tracing fails, passes stay eager (logged once).
+    """
+
+    def __init__(self) -> None:
+        self.graphs: dict[bool, torch.jit.ScriptModule] = {}
+        self.failed = False
+        self.lock = threading.Lock()
+
+    def __call__(self, model: nn.Module, xt, t, cond, visible):
+        n = xt.shape[1]
+        masked = visible is not None and bool((visible < n - 1).any())
+        vis = visible if visible is not None else torch.full((xt.shape[0],), n - 1, device=xt.device)
+        graph = self.graphs.get(masked)
+        if graph is None and not self.failed:
+            with self.lock:
+                graph = self.graphs.get(masked)
+                if graph is None and not self.failed:
+                    graph = self._trace(model, (xt, t, cond, vis))
+                    if graph is not None:
+                        self.graphs[masked] = graph
+        if graph is None:
+            return model.eager_forward(xt, t, cond, visible)
+        return graph(xt, t, cond, vis)
+
+    def _trace(self, model: nn.Module, example: tuple) -> torch.jit.ScriptModule | None:
+        try:
+            with warnings.catch_warnings():  # tracer and TorchScript deprecation notices
+                warnings.simplefilter("ignore")
+                return torch.jit.freeze(torch.jit.trace(model, example, check_trace=False).eval())
+        except Exception as e:  # noqa: BLE001 - any failure leaves the eager passes, which are correct
+            self.failed = True
+            log.warning("decoding without TorchScript graphs (tracing failed: %s)", str(e).splitlines()[0][:200])
+            return None
+
+    def __deepcopy__(self, memo):  # a copy traces its own graphs (they hold the weights as constants)
+        return TracedPasses()
+
+
 def int8_available() -> bool:
     engines = torch.backends.quantized.supported_engines
     return "x86" in engines or "fbgemm" in engines
 
 
-def for_inference(model: nn.Module, precision: str = "fp32", fuse: bool = True) -> nn.Module:
+def for_inference(model: nn.Module, precision: str = "fp32", fuse: bool = True, trace: bool | None = None) -> nn.Module:
     """A copy of ``model`` (eval mode) in ``precision``; ``fp32`` returns the model itself.
 
     With int8 and ``fuse`` (the default), the AdaLN projections of all blocks and ``ada_out`` run
-    as one int8 product per pass (``fuse_ada``: the same outputs, fewer calls).
+    as one int8 product per pass (``fuse_ada``: the same outputs, fewer calls), and with ``trace``
+    (default: on unless the environment sets ``UNEMBED_TRACE=0``) the passes run as TorchScript
+    graphs (``TracedPasses``: the same outputs without Python's per-operation cost).
 
     The returned model keeps the Denoiser interface (forward, logits, length_logits, cfg), so
     every decoding path uses it unchanged. Its ``precision`` attribute says what it is.
@@ -114,6 +167,8 @@ def for_inference(model: nn.Module, precision: str = "fp32", fuse: bool = True) 
             # then the fp32 model's, and only the passes are approximated.
             spec = {name: qc for name in ("blocks", "cond_mlp", "time_mlp", "ada_out", "ada_fused", "head_override")}
             out = torch.ao.quantization.quantize_dynamic(out, spec, dtype=torch.qint8)
+        if trace if trace is not None else os.environ.get("UNEMBED_TRACE", "1") != "0":
+            out.traced_passes = TracedPasses()
         if kernels.int8_head_available():
             # The arg-max path (every strategy at temperature 0) projects and reduces in one int8
             # kernel without storing logits; sampling at a temperature uses head_override.
