@@ -94,6 +94,11 @@ def test_traced_passes_give_the_eager_outputs_for_any_batch_width_and_lengths(mo
             t, cond = torch.rand(b, generator=gen), torch.randn(b, 8, generator=gen)
             assert torch.equal(traced(ids, t, cond, visible), eager(ids, t, cond, visible))
     assert set(traced.traced_passes.graphs) == {False, True}
+    warmed = for_inference(model, "int8")
+    warmed.traced_passes.warm_up(warmed)  # what the server does before its first request
+    assert set(warmed.traced_passes.graphs) == {False, True}
+    with torch.inference_mode():
+        assert torch.equal(warmed(ids, t, cond, visible), eager(ids, t, cond, visible))
     copied = copy.deepcopy(traced)  # a copy traces its own graphs
     assert copied.traced_passes.graphs == {}
     with torch.inference_mode():

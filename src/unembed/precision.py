@@ -106,6 +106,14 @@ class TracedPasses:
             return model.eager_forward(xt, t, cond, visible)
         return graph(xt, t, cond, vis)
 
+    @torch.inference_mode()
+    def warm_up(self, model: nn.Module) -> None:
+        """Trace both graphs now (about a second each) instead of on the first passes."""
+        cfg, dev = model.cfg, model.tok.weight.device
+        for visible in (torch.tensor([3, 3], device=dev), torch.tensor([3, 1], device=dev)):
+            ids = torch.full((2, 4), cfg.mask_id, device=dev)
+            self(model, ids, torch.ones(2, device=dev), torch.zeros(2, cfg.cond_dim, device=dev), visible)
+
     def _trace(self, model: nn.Module, example: tuple) -> torch.jit.ScriptModule | None:
         try:
             with warnings.catch_warnings():  # tracer and TorchScript deprecation notices

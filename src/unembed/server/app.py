@@ -431,6 +431,8 @@ def load_inverters(models: Sequence[str], device: str = "cpu", sample: dict | No
         if inv.name in inverters:
             raise ValueError(f"model {inv.name!r} is given twice")
         encoders.setdefault(inv.cfg.encoder.name, inv.encoder)  # loads the encoder now, not on first request
+        if getattr(inv.model, "traced_passes", None) is not None:
+            inv.model.traced_passes.warm_up(inv.model)  # the graphs too
         inverters[inv.name] = inv
     return inverters
 
