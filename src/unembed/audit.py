@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from . import pii
@@ -67,6 +68,7 @@ from .metrics import (
     sentence_bleu,
     token_accuracy_per_row,
 )
+from .model import Denoiser
 from .prepare import _read_json, _write_json
 from .sampling import STRATEGIES
 from .stores import CHUNK_SIZE, Chunk, Scan, Source, iter_chunks, open_source, scan
@@ -443,10 +445,6 @@ def attacker_profile(inv: Inverter, folder: Path) -> dict[str, Any]:
     A folder trained further after its export must carry a ``training.json``; a broken record is a
     ValueError naming the file.
     """
-    import torch
-
-    from .model import Denoiser
-
     with torch.device("meta"):  # the count only: no memory, no weights read
         parameters = Denoiser(inv.cfg.model).num_params()
     profile = {

@@ -30,6 +30,12 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return F.pad(emb, (0, dim % 2))
 
 
+def needs_key_mask(visible: torch.Tensor | None, n: int) -> bool:
+    """Whether some row of a pass over n positions must not attend to all of them (rows of a batch
+    with different committed lengths); when False the pass runs without a key mask."""
+    return visible is not None and bool((visible < n - 1).any())
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
 
@@ -126,7 +132,7 @@ class Denoiser(nn.Module):
         n = xt.shape[1]
         pos = torch.arange(n, device=xt.device)
         keys = None
-        if visible is not None and bool((visible < n - 1).any()):
+        if needs_key_mask(visible, n):
             keys = (pos[None] <= visible[:, None])[:, None, None, :]  # [B, 1, 1, n]
         x = self.emb_norm(self.tok(xt) + self.pos(pos)[None])
         if self.ada_fused is None:

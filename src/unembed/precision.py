@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from . import kernels
+from .model import needs_key_mask
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class TracedPasses:
 
     def __call__(self, model: nn.Module, xt, t, cond, visible):
         n = xt.shape[1]
-        masked = visible is not None and bool((visible < n - 1).any())
+        masked = needs_key_mask(visible, n)
         vis = visible if visible is not None else torch.full((xt.shape[0],), n - 1, device=xt.device)
         graph = self.graphs.get(masked)
         if graph is None and not self.failed:
