@@ -40,7 +40,18 @@ here (the JSON records ``kernels.status()`` and whether the int8 head kernel is 
 
 Latency is the mean over the sentences of each one's fastest run; FLOPs are counted from the
 positions each pass really computed, and a variant's peak share is against the matmul peak of
-its own precision (fp32, bf16, int8), measured at the start and the end of the run.
+its own precision (fp32, bf16, int8), measured at the start and the end of the run. The host's
+speed moves within minutes, so each batched measurement also gets the peak measured right
+before and right after its timed runs ("share of adjacent peak", against the higher of the
+two), and the share of the computed positions that were padding after a row's EOS.
+
+With ``--bulk N`` it also inverts the first N lines of ``--texts`` through ``Inverter.invert``
+itself, the path the CLI, the audit and the evaluation take for many vectors (rows in order of
+predicted length, batches of ``--batch``), timed as one run per variant and strategy between two
+peak measurements:
+
+    python benchmarks/bench_inference.py --model default --strategies confidence --variants int8-compact \
+        --batch 256 --bulk 1024 --texts data/val-cut.txt
 
     python benchmarks/bench_inference.py --model default --strategies confidence,euler \
         --texts data/val-cut.txt --json benchmarks/results/inference-default.json
@@ -50,7 +61,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import sys
+import time
 from typing import Any
 
 import torch
@@ -100,6 +113,18 @@ MODEL_COLUMNS = [
     ("sentences_per_s", "sent/s (batched)", ".1f"),
     ("batch_speedup", "x first (batched)", ".2f"),
     ("batch_frac_peak", "peak share (batched)", ".1%"),
+    ("batch_frac_peak_adjacent", "share of adjacent peak (batched)", ".1%"),
+    ("batch_padding_share", "padding computed (batched)", ".1%"),
+]
+BULK_COLUMNS = [
+    ("variant", "variant", "s"),
+    ("strategy", "strategy", "s"),
+    ("vectors", "vectors", "d"),
+    ("batch", "batch", "d"),
+    ("sentences_per_s", "sent/s", ".1f"),
+    ("gflops", "GFLOP/s", ".1f"),
+    ("frac_peak_adjacent", "share of adjacent peak", ".1%"),
+    ("padding_share", "padding computed", ".1%"),
 ]
 # A measurement stops repeating once its timed runs took this long (the base preset is slow on a CPU).
 LATENCY_BUDGET_S, BATCH_BUDGET_S = 5.0, 8.0
@@ -133,14 +158,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--model", default=None, help="measure this trained model (e.g. default) instead of presets")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"with --model: {', '.join(VARIANTS)}")
     ap.add_argument("--texts", default=None, help="with --model: sentences for the batch (one a line)")
+    ap.add_argument(
+        "--bulk",
+        type=int,
+        default=0,
+        help="with --model and --texts: also invert this many of the texts through Inverter.invert "
+        "(sorted by predicted length, batches of --batch), timed as one run per variant x strategy",
+    )
     args = ap.parse_args(argv)
     args.variants = split_list(args.variants, list(VARIANTS), "variant")
     args.presets = split_list(args.presets, PRESETS, "preset")
     args.strategies = split_list(args.strategies, STRATEGIES, "strategy")
     if args.quick:
         args.steps, args.batch, args.repeats = min(args.steps, 4), min(args.batch, 8), min(args.repeats, 2)
-    if args.steps < 1 or args.batch < 1 or args.repeats < 1:
-        raise SystemExit("--steps, --batch and --repeats must be >= 1")
+    if args.steps < 1 or args.batch < 1 or args.repeats < 1 or args.bulk < 0:
+        raise SystemExit("--steps, --batch and --repeats must be >= 1, --bulk >= 0")
+    if args.bulk and not (args.model and args.texts):
+        raise SystemExit("--bulk needs --model and --texts")
     return args
 
 
@@ -215,9 +249,18 @@ class _FlopCounter:
 
     def __init__(self, model):
         self.model, self.cfg, self.flops = model, model.cfg, 0.0
+        self.positions = self.useful = 0  # positions the passes computed; of them, up to each row's EOS
+
+    def __getattr__(self, name):  # everything else (has_length_head, ...) is the model's
+        if name == "model":
+            raise AttributeError(name)
+        return getattr(self.model, name)
 
     def __call__(self, ids, t, cond, visible=None):
-        self.flops += forward_flops(self.cfg, ids.shape[0], head_positions=0, seq_len=ids.shape[1])["total"]
+        b, n = ids.shape
+        self.flops += forward_flops(self.cfg, b, head_positions=0, seq_len=n)["total"]
+        self.positions += b * n
+        self.useful += b * n if visible is None else int((visible + 1).clamp(max=n).sum())
         return self.model(ids, t, cond, visible)
 
     def logits(self, hidden):
@@ -299,7 +342,10 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
                 fn = model_invert_fn(inv, model, strategy, steps, many, compact)
                 counter = _FlopCounter(model)
                 fn(counter)
-                wall, batch_runs = best_time(fn, args.repeats, warmup=1, budget_s=BATCH_BUDGET_S)
+                fn()  # warm-up, then the peak right before and right after the timed runs
+                before = matmul_peak_gflops(n, reps, precision)
+                wall, batch_runs = best_time(fn, args.repeats, warmup=0, budget_s=BATCH_BUDGET_S)
+                adjacent = max(before, matmul_peak_gflops(n, reps, precision))
                 mean_lat = sum(lat) / len(lat)
                 rows.append(
                     {
@@ -319,6 +365,9 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
                         "batch": args.batch,
                         "sentences_per_s": args.batch / wall,
                         "batch_gflops": counter.flops / wall / 1e9,
+                        "batch_peak_adjacent_gflops": adjacent,
+                        "batch_frac_peak_adjacent": counter.flops / wall / 1e9 / adjacent,
+                        "batch_padding_share": 1 - counter.useful / counter.positions,
                         "latency_runs": lat_runs,
                         "batch_runs": batch_runs,
                     }
@@ -326,6 +375,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
                 print(
                     f"  {variant}/{strategy}: {1000 * mean_lat:.1f} ms, {args.batch / wall:.1f} sent/s", file=sys.stderr
                 )
+        bulk = bench_bulk(inv, args, steps, n, reps) if args.bulk else []
     peaks_end = {p: matmul_peak_gflops(n, reps, p) for p in precisions}
     peaks = {p: max(peaks_start[p], peaks_end[p]) for p in precisions}
     first = {r["strategy"]: r for r in rows if r["variant"] == args.variants[0]}
@@ -346,6 +396,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
         "argmax_kernel": kernels.status(),
         "int8_head_kernel": kernels.int8_head_available(),
         "rows": rows,
+        "bulk": bulk,
         "args": {k: v for k, v in vars(args).items() if k != "json"},
     }
     print(
@@ -354,8 +405,59 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
         + f"; {result['machine']}"
     )
     print(markdown(rows, MODEL_COLUMNS))
+    if bulk:
+        print(markdown(bulk, BULK_COLUMNS))
     write_json(args.json, result)
     return result
+
+
+def bench_bulk(inv, args: argparse.Namespace, steps: int, n: int, reps: int) -> list[dict[str, Any]]:
+    """--bulk: the first --bulk lines of --texts through Inverter.invert itself (rows in order of
+    predicted length, batches of --batch), once per variant x strategy, timed as one run between
+    two measurements of the matmul peak of the variant's precision (the share is against the
+    higher of the two)."""
+    from pathlib import Path
+
+    from unembed.precision import for_inference
+
+    lines = [t for t in Path(args.texts).read_text(encoding="utf-8").splitlines() if t.strip()][: args.bulk]
+    vectors = inv.encode(lines)
+    fp32, cfg, rows = inv.model, inv.cfg, []
+    try:
+        for variant in args.variants:
+            precision, compact, head_rows, argmax, fuse, trace = VARIANTS[variant]
+            sampling.HEAD_ROWS = head_rows or 1 << 30
+            kernels.ENABLED, kernels.FUSED_HEAD = argmax != "torch", argmax == "fused"
+            inv.cfg = dataclasses.replace(cfg, sample=dataclasses.replace(cfg.sample, compact=compact))
+            model = for_inference(fp32, precision, fuse=fuse, trace=trace)
+            for strategy in args.strategies:
+                inv.model = model
+                inv.invert(vectors[: min(8, len(vectors))], strategy, steps)  # warm-up (and tracing)
+                inv.model = counter = _FlopCounter(model)
+                before = matmul_peak_gflops(n, reps, precision)
+                t0 = time.perf_counter()
+                inv.invert(vectors, strategy, steps, batch_size=args.batch)
+                wall = time.perf_counter() - t0
+                peak = max(before, matmul_peak_gflops(n, reps, precision))
+                rows.append(
+                    {
+                        "variant": variant,
+                        "strategy": strategy,
+                        "steps": steps,
+                        "vectors": len(vectors),
+                        "batch": args.batch,
+                        "wall_s": wall,
+                        "sentences_per_s": len(vectors) / wall,
+                        "gflops": counter.flops / wall / 1e9,
+                        "peak_adjacent_gflops": peak,
+                        "frac_peak_adjacent": counter.flops / wall / 1e9 / peak,
+                        "padding_share": 1 - counter.useful / counter.positions,
+                    }
+                )
+                print(f"  bulk {variant}/{strategy}: {len(vectors) / wall:.1f} sent/s", file=sys.stderr)
+    finally:
+        inv.model, inv.cfg = fp32, cfg
+    return rows
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -85,3 +85,32 @@ def test_bench_train_quick(bench, tmp_path, capsys):
 def test_bad_preset_exits(bench):
     with pytest.raises(SystemExit, match="unknown preset"):
         bench("bench_train").parse_args(["--presets", "huge"])
+
+
+def test_bench_inference_model_bulk(bench, tmp_path, capsys, minilm_tokenizer):
+    """--model with --bulk: the real Inverter.invert path (sorted by predicted length, batches of
+    --batch) per variant x strategy, each against the peak measured right before and after it."""
+    from conftest import make_model_dir
+
+    model = make_model_dir(tmp_path / "m", minilm_tokenizer, 384, overrides=["model.length_head=32"])
+    texts = tmp_path / "texts.txt"
+    words = "the a bank account number of my sister lives in Paris and works at".split()
+    texts.write_text("\n".join(" ".join(words[: 2 + i % 12]) for i in range(30)) + "\n")
+    out = tmp_path / "bulk.json"
+    args = ["--model", str(model), "--quick", "--strategies", "confidence", "--variants", "fp32-compact,int8-compact"]
+    result = bench("bench_inference").main([*args, "--texts", str(texts), "--bulk", "20", "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert [(r["variant"], r["vectors"], r["batch"]) for r in result["bulk"]] == [
+        ("fp32-compact", 20, 8),
+        ("int8-compact", 20, 8),
+    ]
+    for r in result["bulk"] + result["rows"]:
+        share = r.get("frac_peak_adjacent", r.get("batch_frac_peak_adjacent"))
+        padding = r.get("padding_share", r.get("batch_padding_share"))
+        assert share > 0 and 0 <= padding < 1
+    assert "| share of adjacent peak |" in capsys.readouterr().out
+
+
+def test_bulk_needs_a_model_and_texts(bench):
+    with pytest.raises(SystemExit, match="--bulk needs --model and --texts"):
+        bench("bench_inference").main(["--presets", "tiny", "--bulk", "10"])

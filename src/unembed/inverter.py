@@ -26,6 +26,7 @@ from .checkpoint import load_model
 from .config import Config, with_sample
 from .devices import check_device
 from .length import length_order, predict_lengths
+from .memory import keep_freed_memory
 from .metrics import cosine, token_accuracy_per_row
 from .precision import for_inference
 from .sampling import STRATEGIES, StepState, denoise, final
@@ -117,6 +118,8 @@ class Inverter:
         length, precision, compact, ...), e.g. ``{"precision": "int8"}``; None values are ignored.
         """
         check_device(device)
+        if torch.device(device).type == "cpu":
+            keep_freed_memory()  # passes reuse their large blocks instead of faulting them in again
         folder = resolve_model_dir(name)
         cfg, model = load_model(folder, device)
         cfg = with_sample(cfg, sample)
