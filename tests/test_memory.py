@@ -25,23 +25,31 @@ for i in range(20):
 f0 = faults()
 for i in range(10):
     torch.empty(40 << 18).fill_(1.0)
-print(on, faults() - f0)
+kept = faults() - f0
+rss = lambda: int(open("/proc/self/statm").read().split()[1]) * 4096
+blocks = [torch.empty(40 << 18).fill_(1.0) for _ in range(4)]
+del blocks
+before = rss()
+from unembed.memory import release_freed_memory
+release_freed_memory()
+print(on, kept, (before - rss()) >> 20)
 """
 
 
-def _run(setting: str) -> tuple[bool, int]:
+def _run(setting: str) -> tuple[bool, int, int]:
     env = {**os.environ, "UNEMBED_MALLOC": setting}
     out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True)
-    on, faults = out.stdout.split()
-    return on == "True", int(faults)
+    on, faults, released_mib = out.stdout.split()
+    return on == "True", int(faults), int(released_mib)
 
 
-def test_freed_blocks_are_reused_without_page_faults():
-    on, faults = _run("1")
-    off, faults_off = _run("0")
+def test_freed_blocks_are_reused_without_page_faults_and_released_on_request():
+    on, faults, released = _run("1")
+    off, faults_off, _ = _run("0")
     assert on and not off
     assert faults < 500  # 10 blocks of 40 MiB touched, but the pages were already there
     assert faults_off > 10 * faults + 100  # each block came fresh from the kernel
+    assert released >= 100  # four freed 40 MiB blocks were still resident until release_freed_memory
 
 
 def test_loading_a_model_on_the_cpu_applies_it(tiny_model_dir):

@@ -26,7 +26,7 @@ from .checkpoint import load_model
 from .config import Config, with_sample
 from .devices import check_device
 from .length import length_order, predict_lengths
-from .memory import keep_freed_memory
+from .memory import keep_freed_memory, release_freed_memory
 from .metrics import cosine, token_accuracy_per_row
 from .precision import for_inference
 from .sampling import STRATEGIES, StepState, denoise, final
@@ -132,6 +132,7 @@ class Inverter:
         s = tok.specials
         if (s.vocab_size, s.mask_id, s.eos_id) != (cfg.model.vocab_size, cfg.model.mask_id, cfg.model.eos_id):
             raise ValueError(f"model {folder} was trained with another tokenizer than encoder {cfg.encoder.name!r}")
+        release_freed_memory()  # what loading and converting freed goes back to the system
         return cls(cfg, model, tok, name=folder.name, device=device, encoder=encoder)
 
     # ---- encoder ------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ resident memory.
 ``TRIM_THRESHOLD``, so those blocks come from the heap and stay there for the next pass. The
 price: up to ``TRIM_THRESHOLD`` of freed memory may stay in the process's resident size instead of
 going back to the system. It changes the C library's allocator for the whole process, so it is
-called where unembed loads a model for decoding on the CPU (``Inverter.load``), once; set
+called where unembed loads a model for decoding on the CPU (``Inverter.load``, which then hands
+back what loading freed: :func:`release_freed_memory`), once; set
 ``UNEMBED_MALLOC=0`` to leave the allocator as it is. Elsewhere than glibc it does nothing.
 """
 
@@ -48,6 +49,14 @@ def keep_freed_memory() -> bool:
         if _state is None:
             _state = _apply()
         return _state
+
+
+def release_freed_memory() -> None:
+    """Hand the heap's free memory back to the system now (glibc ``malloc_trim``), e.g. what
+    loading a model freed, which the raised trim threshold would otherwise keep. No-op where
+    :func:`keep_freed_memory` is not in effect."""
+    if _state:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
 def _apply() -> bool:
