@@ -245,22 +245,41 @@ def bench_preset(name: str, args: argparse.Namespace, peak: float) -> list[dict[
 
 
 class _FlopCounter:
-    """Wraps a Denoiser: adds up the FLOPs of the passes it runs (positions really computed)."""
+    """Wraps a Denoiser: adds up the FLOPs of the passes it runs (positions really computed), and
+    how many of the computed positions were up to each row's EOS (known only for compact passes,
+    which say so with ``visible``; otherwise ``useful`` is None)."""
 
     def __init__(self, model):
         self.model, self.cfg, self.flops = model, model.cfg, 0.0
-        self.positions = self.useful = 0  # positions the passes computed; of them, up to each row's EOS
+        self.positions, self.useful = 0, 0
 
-    def __getattr__(self, name):  # everything else (has_length_head, ...) is the model's
-        if name == "model":
-            raise AttributeError(name)
-        return getattr(self.model, name)
+    @property
+    def has_length_head(self) -> bool:
+        return self.model.has_length_head
+
+    @property
+    def fused_head(self):
+        """The model's int8 projection + arg-max kernel (AVX-512 VNNI hosts), counted like logits."""
+        head = getattr(self.model, "fused_head", None)
+        if head is None:
+            return None
+
+        def counted(hidden):
+            got = head(hidden)
+            if got is not None:
+                self.flops += 2.0 * self.cfg.width * self.cfg.vocab_size * hidden.shape[0]
+            return got
+
+        return counted
 
     def __call__(self, ids, t, cond, visible=None):
         b, n = ids.shape
         self.flops += forward_flops(self.cfg, b, head_positions=0, seq_len=n)["total"]
         self.positions += b * n
-        self.useful += b * n if visible is None else int((visible + 1).clamp(max=n).sum())
+        if visible is None or self.useful is None:
+            self.useful = None
+        else:
+            self.useful += int((visible + 1).clamp(max=n).sum())
         return self.model(ids, t, cond, visible)
 
     def logits(self, hidden):
@@ -269,6 +288,20 @@ class _FlopCounter:
 
     def length_logits(self, cond):
         return self.model.length_logits(cond)
+
+    def padding_share(self) -> float | None:
+        return None if self.useful is None or not self.positions else 1 - self.useful / self.positions
+
+
+def _use_variant(variant: str, fp32_model):
+    """Set the library's switches for ``variant`` (restore them with _keeping_library_settings)
+    and return (its copy of the model, whether its passes are compact)."""
+    from unembed.precision import for_inference
+
+    precision, compact, head_rows, argmax, fuse, trace = VARIANTS[variant]
+    sampling.HEAD_ROWS = head_rows or 1 << 30
+    kernels.ENABLED, kernels.FUSED_HEAD = argmax != "torch", argmax == "fused"
+    return for_inference(fp32_model, precision, fuse=fuse, trace=trace), compact
 
 
 def model_invert_fn(inv, model, strategy: str, steps: int, cond: torch.Tensor, compact: bool):
@@ -305,12 +338,12 @@ def _keeping_library_settings():
 def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     """--model mode: every variant x strategy on real vectors, in one run."""
     from unembed.inverter import Inverter
-    from unembed.precision import for_inference
 
     inv = Inverter.load(args.model, sample={"precision": "fp32"})
     steps = min(args.steps, inv.cfg.model.seq_len)
     texts = SENTENCES
     batch_texts = (SENTENCES * (args.batch // len(SENTENCES) + 1))[: args.batch]
+    lines = []
     if args.texts:
         from pathlib import Path
 
@@ -325,10 +358,8 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     with torch.inference_mode(), _keeping_library_settings():
         for variant in args.variants:
-            precision, compact, head_rows, argmax, fuse, trace = VARIANTS[variant]
-            sampling.HEAD_ROWS = head_rows or 1 << 30
-            kernels.ENABLED, kernels.FUSED_HEAD = argmax != "torch", argmax == "fused"
-            model = for_inference(inv.model, precision, fuse=fuse, trace=trace)
+            precision, _, head_rows, argmax, fuse, trace = VARIANTS[variant]
+            model, compact = _use_variant(variant, inv.model)
             for strategy in args.strategies:
                 lat, lat_flops, lat_runs = [], [], 0
                 for cond in one:
@@ -367,7 +398,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
                         "batch_gflops": counter.flops / wall / 1e9,
                         "batch_peak_adjacent_gflops": adjacent,
                         "batch_frac_peak_adjacent": counter.flops / wall / 1e9 / adjacent,
-                        "batch_padding_share": 1 - counter.useful / counter.positions,
+                        "batch_padding_share": counter.padding_share(),
                         "latency_runs": lat_runs,
                         "batch_runs": batch_runs,
                     }
@@ -375,7 +406,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
                 print(
                     f"  {variant}/{strategy}: {1000 * mean_lat:.1f} ms, {args.batch / wall:.1f} sent/s", file=sys.stderr
                 )
-        bulk = bench_bulk(inv, args, steps, n, reps) if args.bulk else []
+        bulk = bench_bulk(inv, lines[: args.bulk], args, steps, n, reps) if args.bulk else []
     peaks_end = {p: matmul_peak_gflops(n, reps, p) for p in precisions}
     peaks = {p: max(peaks_start[p], peaks_end[p]) for p in precisions}
     first = {r["strategy"]: r for r in rows if r["variant"] == args.variants[0]}
@@ -411,52 +442,47 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def bench_bulk(inv, args: argparse.Namespace, steps: int, n: int, reps: int) -> list[dict[str, Any]]:
-    """--bulk: the first --bulk lines of --texts through Inverter.invert itself (rows in order of
-    predicted length, batches of --batch), once per variant x strategy, timed as one run between
-    two measurements of the matmul peak of the variant's precision (the share is against the
-    higher of the two)."""
-    from pathlib import Path
-
-    from unembed.precision import for_inference
-
-    lines = [t for t in Path(args.texts).read_text(encoding="utf-8").splitlines() if t.strip()][: args.bulk]
+def bench_bulk(inv, lines: list[str], args: argparse.Namespace, steps: int, n: int, reps: int) -> list[dict[str, Any]]:
+    """--bulk: ``lines`` (the first --bulk lines of --texts) through Inverter.invert itself (rows in
+    order of predicted length, batches of --batch), once per variant x strategy, timed as one run
+    between two measurements of the matmul peak of the variant's precision (the share is against
+    the higher of the two). The warm-up inverts 8 vectors, so the timed run also includes what the
+    first batches of other shapes cost (the heap growing, TorchScript specialising its plans)."""
     vectors = inv.encode(lines)
     fp32, cfg, rows = inv.model, inv.cfg, []
-    try:
-        for variant in args.variants:
-            precision, compact, head_rows, argmax, fuse, trace = VARIANTS[variant]
-            sampling.HEAD_ROWS = head_rows or 1 << 30
-            kernels.ENABLED, kernels.FUSED_HEAD = argmax != "torch", argmax == "fused"
-            inv.cfg = dataclasses.replace(cfg, sample=dataclasses.replace(cfg.sample, compact=compact))
-            model = for_inference(fp32, precision, fuse=fuse, trace=trace)
-            for strategy in args.strategies:
-                inv.model = model
-                inv.invert(vectors[: min(8, len(vectors))], strategy, steps)  # warm-up (and tracing)
-                inv.model = counter = _FlopCounter(model)
-                before = matmul_peak_gflops(n, reps, precision)
-                t0 = time.perf_counter()
-                inv.invert(vectors, strategy, steps, batch_size=args.batch)
-                wall = time.perf_counter() - t0
-                peak = max(before, matmul_peak_gflops(n, reps, precision))
-                rows.append(
-                    {
-                        "variant": variant,
-                        "strategy": strategy,
-                        "steps": steps,
-                        "vectors": len(vectors),
-                        "batch": args.batch,
-                        "wall_s": wall,
-                        "sentences_per_s": len(vectors) / wall,
-                        "gflops": counter.flops / wall / 1e9,
-                        "peak_adjacent_gflops": peak,
-                        "frac_peak_adjacent": counter.flops / wall / 1e9 / peak,
-                        "padding_share": 1 - counter.useful / counter.positions,
-                    }
-                )
-                print(f"  bulk {variant}/{strategy}: {len(vectors) / wall:.1f} sent/s", file=sys.stderr)
-    finally:
-        inv.model, inv.cfg = fp32, cfg
+    with _keeping_library_settings():
+        try:
+            for variant in args.variants:
+                precision = VARIANTS[variant][0]
+                model, compact = _use_variant(variant, fp32)
+                inv.cfg = dataclasses.replace(cfg, sample=dataclasses.replace(cfg.sample, compact=compact))
+                for strategy in args.strategies:
+                    inv.model = model
+                    inv.invert(vectors[:8], strategy, steps)  # warm-up (and tracing)
+                    inv.model = counter = _FlopCounter(model)
+                    before = matmul_peak_gflops(n, reps, precision)
+                    t0 = time.perf_counter()
+                    inv.invert(vectors, strategy, steps, batch_size=args.batch)
+                    wall = time.perf_counter() - t0
+                    peak = max(before, matmul_peak_gflops(n, reps, precision))
+                    rows.append(
+                        {
+                            "variant": variant,
+                            "strategy": strategy,
+                            "steps": steps,
+                            "vectors": len(vectors),
+                            "batch": args.batch,
+                            "wall_s": wall,
+                            "sentences_per_s": len(vectors) / wall,
+                            "gflops": counter.flops / wall / 1e9,
+                            "peak_adjacent_gflops": peak,
+                            "frac_peak_adjacent": counter.flops / wall / 1e9 / peak,
+                            "padding_share": counter.padding_share(),
+                        }
+                    )
+                    print(f"  bulk {variant}/{strategy}: {len(vectors) / wall:.1f} sent/s", file=sys.stderr)
+        finally:
+            inv.model, inv.cfg = fp32, cfg
     return rows
 
 

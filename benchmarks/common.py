@@ -148,10 +148,10 @@ def best_time(fn: Callable[[], Any], repeats: int, warmup: int = 1, budget_s: fl
 
 
 def markdown(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str]]) -> str:
-    """A Markdown table: columns are (key, header, format spec)."""
+    """A Markdown table: columns are (key, header, format spec); a value of None prints as "-"."""
     lines = ["| " + " | ".join(h for _, h, _ in columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
-        lines.append("| " + " | ".join(format(r[k], f) for k, _, f in columns) + " |")
+        lines.append("| " + " | ".join("-" if r[k] is None else format(r[k], f) for k, _, f in columns) + " |")
     return "\n".join(lines)
 
 

@@ -114,3 +114,26 @@ def test_bench_inference_model_bulk(bench, tmp_path, capsys, minilm_tokenizer):
 def test_bulk_needs_a_model_and_texts(bench):
     with pytest.raises(SystemExit, match="--bulk needs --model and --texts"):
         bench("bench_inference").main(["--presets", "tiny", "--bulk", "10"])
+
+
+def test_flop_counter_counts_the_fused_int8_head(bench):
+    """On AVX-512 VNNI hosts the arg-max path projects in kernels.Int8Head, not in model.logits:
+    the counter must count those FLOPs too, and pass the kernel's result through."""
+    import types
+
+    import torch
+
+    seen = []
+
+    class Model:
+        cfg = types.SimpleNamespace(width=4, vocab_size=10)
+        has_length_head = True
+
+        def fused_head(self, hidden):
+            seen.append(hidden.shape[0])
+            return "tokens", "confidence"
+
+    counter = bench("bench_inference")._FlopCounter(Model())
+    assert counter.fused_head(torch.zeros(3, 4)) == ("tokens", "confidence")
+    assert seen == [3] and counter.flops == 2 * 4 * 10 * 3
+    assert counter.has_length_head and counter.padding_share() is None  # no pass run yet

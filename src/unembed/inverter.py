@@ -116,6 +116,10 @@ class Inverter:
 
         ``sample`` overrides the model's decoding settings (``cfg.sample``: strategy, num_steps,
         length, precision, compact, ...), e.g. ``{"precision": "int8"}``; None values are ignored.
+
+        On the CPU this also raises glibc's allocator thresholds for the whole process, so that
+        passes reuse their large blocks instead of faulting them in again (``unembed.memory``;
+        ``UNEMBED_MALLOC=0`` before the first load leaves the allocator alone).
         """
         check_device(device)
         if torch.device(device).type == "cpu":

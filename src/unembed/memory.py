@@ -14,8 +14,10 @@ resident memory.
 
 :func:`keep_freed_memory` raises the mmap threshold to ``MMAP_THRESHOLD`` and the trim threshold to
 ``TRIM_THRESHOLD``, so those blocks come from the heap and stay there for the next pass. The
-price: up to ``TRIM_THRESHOLD`` of freed memory may stay in the process's resident size instead of
-going back to the system. It changes the C library's allocator for the whole process, so it is
+price: freed memory stays in the process's resident size instead of going back to the system, up
+to ``TRIM_THRESHOLD`` at the top of each glibc heap (the main one and each thread arena, such as
+the server's decoding worker's) plus the holes between blocks. It changes the C library's
+allocator for the whole process (an application that loads an unembed model gets it too), so it is
 called where unembed loads a model for decoding on the CPU (``Inverter.load``, which then hands
 back what loading freed: :func:`release_freed_memory`), once; set
 ``UNEMBED_MALLOC=0`` to leave the allocator as it is. Elsewhere than glibc it does nothing.
@@ -24,7 +26,6 @@ back what loading freed: :func:`release_freed_memory`), once; set
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import threading
@@ -36,13 +37,14 @@ TRIM_THRESHOLD = 512 << 20  # free memory at the heap's top is kept up to this m
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 _lock = threading.Lock()
 _state: bool | None = None  # None: not tried yet; then whether it is in effect
+_libc: ctypes.CDLL | None = None
 
 
 def keep_freed_memory() -> bool:
     """Set glibc's thresholds once per process (see the module docstring); True if in effect.
 
     False when ``UNEMBED_MALLOC=0``, or when the C library is not glibc (no ``mallopt``) or
-    refuses the values; it never raises.
+    refuses the values (logged as a warning); it never raises.
     """
     global _state
     with _lock:
@@ -55,21 +57,27 @@ def release_freed_memory() -> None:
     """Hand the heap's free memory back to the system now (glibc ``malloc_trim``), e.g. what
     loading a model freed, which the raised trim threshold would otherwise keep. No-op where
     :func:`keep_freed_memory` is not in effect."""
-    if _state:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    if _state and _libc is not None:
+        _libc.malloc_trim(0)
 
 
 def _apply() -> bool:
+    global _libc
     if os.environ.get("UNEMBED_MALLOC", "1") == "0":
         log.debug("UNEMBED_MALLOC=0: the allocator's thresholds are left as they are")
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        libc = ctypes.CDLL(None)  # the C library this process already runs on
+        mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
     except (OSError, AttributeError):
         log.debug("no glibc mallopt here: the allocator's thresholds are left as they are")
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    ok = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
-    log.debug("glibc mmap threshold %d MiB, trim threshold %d MiB: %s", MMAP_THRESHOLD >> 20, TRIM_THRESHOLD >> 20, ok)
-    return ok
+    malloc_trim.argtypes, malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    # Either refusal is a warning: the passes then keep paying the page faults (but run).
+    if mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) != 1 or mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) != 1:
+        log.warning("glibc refused the allocator thresholds: large blocks keep coming fresh from the kernel")
+        return False
+    _libc = libc
+    log.debug("glibc mmap threshold %d MiB, trim threshold %d MiB", MMAP_THRESHOLD >> 20, TRIM_THRESHOLD >> 20)
+    return True
