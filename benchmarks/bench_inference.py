@@ -293,17 +293,6 @@ class _FlopCounter:
         return None if self.useful is None or not self.positions else 1 - self.useful / self.positions
 
 
-def _use_variant(variant: str, fp32_model):
-    """Set the library's switches for ``variant`` (restore them with _keeping_library_settings)
-    and return (its copy of the model, whether its passes are compact)."""
-    from unembed.precision import for_inference
-
-    precision, compact, head_rows, argmax, fuse, trace = VARIANTS[variant]
-    sampling.HEAD_ROWS = head_rows or 1 << 30
-    kernels.ENABLED, kernels.FUSED_HEAD = argmax != "torch", argmax == "fused"
-    return for_inference(fp32_model, precision, fuse=fuse, trace=trace), compact
-
-
 def model_invert_fn(inv, model, strategy: str, steps: int, cond: torch.Tensor, compact: bool):
     """A closure that inverts ``cond`` with ``model`` the way Inverter.stream does."""
     from unembed.length import predict_lengths
@@ -338,6 +327,7 @@ def _keeping_library_settings():
 def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     """--model mode: every variant x strategy on real vectors, in one run."""
     from unembed.inverter import Inverter
+    from unembed.precision import for_inference
 
     inv = Inverter.load(args.model, sample={"precision": "fp32"})
     steps = min(args.steps, inv.cfg.model.seq_len)
@@ -355,11 +345,14 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     n, reps = (1024, 2) if args.quick else (2048, 3)
     precisions = sorted({VARIANTS[v][0] for v in args.variants})
     peaks_start = {p: matmul_peak_gflops(n, reps, p) for p in precisions}
-    rows = []
+    rows, bulk = [], []
+    bulk_vectors = inv.encode(lines[: args.bulk]) if args.bulk else None
     with torch.inference_mode(), _keeping_library_settings():
         for variant in args.variants:
-            precision, _, head_rows, argmax, fuse, trace = VARIANTS[variant]
-            model, compact = _use_variant(variant, inv.model)
+            precision, compact, head_rows, argmax, fuse, trace = VARIANTS[variant]
+            sampling.HEAD_ROWS = head_rows or 1 << 30
+            kernels.ENABLED, kernels.FUSED_HEAD = argmax != "torch", argmax == "fused"
+            model = for_inference(inv.model, precision, fuse=fuse, trace=trace)
             for strategy in args.strategies:
                 lat, lat_flops, lat_runs = [], [], 0
                 for cond in one:
@@ -373,10 +366,10 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
                 fn = model_invert_fn(inv, model, strategy, steps, many, compact)
                 counter = _FlopCounter(model)
                 fn(counter)
-                fn()  # warm-up, then the peak right before and right after the timed runs
-                before = matmul_peak_gflops(n, reps, precision)
-                wall, batch_runs = best_time(fn, args.repeats, warmup=0, budget_s=BATCH_BUDGET_S)
-                adjacent = max(before, matmul_peak_gflops(n, reps, precision))
+                fn()  # warm-up
+                (wall, batch_runs), adjacent = _between_peaks(
+                    precision, n, reps, best_time, fn, args.repeats, warmup=0, budget_s=BATCH_BUDGET_S
+                )
                 mean_lat = sum(lat) / len(lat)
                 rows.append(
                     {
@@ -406,7 +399,8 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
                 print(
                     f"  {variant}/{strategy}: {1000 * mean_lat:.1f} ms, {args.batch / wall:.1f} sent/s", file=sys.stderr
                 )
-        bulk = bench_bulk(inv, lines[: args.bulk], args, steps, n, reps) if args.bulk else []
+            if args.bulk:
+                bulk.extend(bench_bulk(inv, model, variant, bulk_vectors, args, steps, n, reps))
     peaks_end = {p: matmul_peak_gflops(n, reps, p) for p in precisions}
     peaks = {p: max(peaks_start[p], peaks_end[p]) for p in precisions}
     first = {r["strategy"]: r for r in rows if r["variant"] == args.variants[0]}
@@ -442,48 +436,58 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def bench_bulk(inv, lines: list[str], args: argparse.Namespace, steps: int, n: int, reps: int) -> list[dict[str, Any]]:
-    """--bulk: ``lines`` (the first --bulk lines of --texts) through Inverter.invert itself (rows in
-    order of predicted length, batches of --batch), once per variant x strategy, timed as one run
-    between two measurements of the matmul peak of the variant's precision (the share is against
-    the higher of the two). The warm-up inverts 8 vectors, so the timed run also includes what the
-    first batches of other shapes cost (the heap growing, TorchScript specialising its plans)."""
-    vectors = inv.encode(lines)
+def _between_peaks(precision: str, n: int, reps: int, fn, *args, **kwargs):
+    """fn(*args, **kwargs) run between two measurements of the matmul peak of ``precision``: (its
+    result, the higher of the two peaks). The host's speed moves within minutes, so a share of the
+    peak means most against the peak of the same minutes."""
+    before = matmul_peak_gflops(n, reps, precision)
+    out = fn(*args, **kwargs)
+    return out, max(before, matmul_peak_gflops(n, reps, precision))
+
+
+def bench_bulk(inv, model, variant: str, vectors, args: argparse.Namespace, steps: int, n: int, reps: int):
+    """--bulk: ``vectors`` (of the first --bulk lines of --texts) through Inverter.invert itself
+    with ``model`` (the variant's copy, its switches set by the caller): rows in order of predicted
+    length, batches of --batch, once per strategy, timed as one run between two measurements of
+    the peak. The warm-up inverts 8 vectors, so the timed run also includes what the first
+    batches of other shapes cost (the heap growing, TorchScript specialising its plans)."""
+    precision, compact = VARIANTS[variant][:2]
     fp32, cfg, rows = inv.model, inv.cfg, []
-    with _keeping_library_settings():
-        try:
-            for variant in args.variants:
-                precision = VARIANTS[variant][0]
-                model, compact = _use_variant(variant, fp32)
-                inv.cfg = dataclasses.replace(cfg, sample=dataclasses.replace(cfg.sample, compact=compact))
-                for strategy in args.strategies:
-                    inv.model = model
-                    inv.invert(vectors[:8], strategy, steps)  # warm-up (and tracing)
-                    inv.model = counter = _FlopCounter(model)
-                    before = matmul_peak_gflops(n, reps, precision)
-                    t0 = time.perf_counter()
-                    inv.invert(vectors, strategy, steps, batch_size=args.batch)
-                    wall = time.perf_counter() - t0
-                    peak = max(before, matmul_peak_gflops(n, reps, precision))
-                    rows.append(
-                        {
-                            "variant": variant,
-                            "strategy": strategy,
-                            "steps": steps,
-                            "vectors": len(vectors),
-                            "batch": args.batch,
-                            "wall_s": wall,
-                            "sentences_per_s": len(vectors) / wall,
-                            "gflops": counter.flops / wall / 1e9,
-                            "peak_adjacent_gflops": peak,
-                            "frac_peak_adjacent": counter.flops / wall / 1e9 / peak,
-                            "padding_share": counter.padding_share(),
-                        }
-                    )
-                    print(f"  bulk {variant}/{strategy}: {len(vectors) / wall:.1f} sent/s", file=sys.stderr)
-        finally:
-            inv.model, inv.cfg = fp32, cfg
+    inv.cfg = dataclasses.replace(cfg, sample=dataclasses.replace(cfg.sample, compact=compact))
+    try:
+        for strategy in args.strategies:
+            inv.model = model
+            inv.invert(vectors[:8], strategy, steps)  # warm-up (and tracing)
+            inv.model = counter = _FlopCounter(model)
+            wall, peak = _between_peaks(
+                precision, n, reps, _timed, inv.invert, vectors, strategy, steps, batch_size=args.batch
+            )
+            rows.append(
+                {
+                    "variant": variant,
+                    "strategy": strategy,
+                    "steps": steps,
+                    "vectors": len(vectors),
+                    "batch": args.batch,
+                    "wall_s": wall,
+                    "sentences_per_s": len(vectors) / wall,
+                    "gflops": counter.flops / wall / 1e9,
+                    "peak_adjacent_gflops": peak,
+                    "frac_peak_adjacent": counter.flops / wall / 1e9 / peak,
+                    "padding_share": counter.padding_share(),
+                }
+            )
+            print(f"  bulk {variant}/{strategy}: {len(vectors) / wall:.1f} sent/s", file=sys.stderr)
+    finally:
+        inv.model, inv.cfg = fp32, cfg
     return rows
+
+
+def _timed(fn, *args, **kwargs) -> float:
+    """Wall seconds of one call of fn."""
+    t0 = time.perf_counter()
+    fn(*args, **kwargs)
+    return time.perf_counter() - t0
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
