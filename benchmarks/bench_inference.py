@@ -32,11 +32,12 @@ old path and the new one are compared on one machine state:
 * ``int8-compact-eager``: int8-compact with the passes run op by op in Python (the default before
   ``precision.TracedPasses``; the int8 variants above it are eager too)
 * ``int8-compact``: the int8 projection and the reduction in one kernel (``kernels.Int8Head``,
-  where the CPU has AVX-512 VNNI; elsewhere the same as ``int8-compact-reduce``), the AdaLN
+  where the CPU has AVX-512 VNNI or AVX2; elsewhere the same as ``int8-compact-reduce``), the AdaLN
   projections of a pass as one product, and the passes as TorchScript graphs
 
 Every variant but ``fp32-full`` and the ``-torch`` one uses the fused reduction where it is built
-here (the JSON records ``kernels.status()`` and whether the int8 head kernel is built).
+here (the JSON records ``kernels.status()`` and which instructions the int8 head kernel runs on,
+null where it is not built).
 
 Latency is the mean over the sentences of each one's fastest run; FLOPs are counted from the
 positions each pass really computed, and a variant's peak share is against the matmul peak of
@@ -259,7 +260,7 @@ class _FlopCounter:
 
     @property
     def fused_head(self):
-        """The model's int8 projection + arg-max kernel (AVX-512 VNNI hosts), counted like logits."""
+        """The model's int8 projection + arg-max kernel (AVX-512 VNNI and AVX2 hosts), counted like logits."""
         head = getattr(self.model, "fused_head", None)
         if head is None:
             return None
@@ -419,7 +420,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
         "peak_gflops_end": peaks_end,
         "sentences_b1": texts,
         "argmax_kernel": kernels.status(),
-        "int8_head_kernel": kernels.int8_head_available(),
+        "int8_head_kernel": kernels.int8_head_isa(),
         "rows": rows,
         "bulk": bulk,
         "args": {k: v for k, v in vars(args).items() if k != "json"},

@@ -117,7 +117,7 @@ def test_bulk_needs_a_model_and_texts(bench):
 
 
 def test_flop_counter_counts_the_fused_int8_head(bench):
-    """On AVX-512 VNNI hosts the arg-max path projects in kernels.Int8Head, not in model.logits:
+    """On AVX-512 VNNI and AVX2 hosts the arg-max path projects in kernels.Int8Head, not in model.logits:
     the counter must count those FLOPs too, and pass the kernel's result through."""
     import types
 

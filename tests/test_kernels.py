@@ -132,7 +132,7 @@ def test_kernel_is_built_once_into_the_cache(tmp_path):
 
 # ---- the fused int8 projection + reduction (kernels.Int8Head) --------------------------------
 
-needs_int8_head = pytest.mark.skipif(not kernels.int8_head_available(), reason="no AVX-512 VNNI int8 kernel here")
+needs_int8_head = pytest.mark.skipif(not kernels.int8_head_available(), reason="no AVX-512 VNNI or AVX2 int8 kernel here")
 
 
 def _int8_reference(weight: torch.Tensor, bias: torch.Tensor, hidden: torch.Tensor):
@@ -167,6 +167,27 @@ def test_int8_head_matches_its_quantised_reference(rows, vocab, k, seed):
     want = torch.softmax(ref, -1)
     assert torch.equal(tok, ref.argmax(-1))
     assert torch.allclose(conf.double(), want.max(-1).values, rtol=2e-5, atol=1e-7)
+
+
+@needs_int8_head
+@pytest.mark.parametrize("rows", [1, 3, 4, 9])
+def test_int8_head_sums_are_exact_at_the_largest_products(rows):
+    """Every product at +-127 x 127 with one sign (the AVX2 path adds byte products pairwise
+    in int16, where 2 x 127 x 127 still fits; a saturating or 8-bit-unsigned product would
+    cap these sums): the logits' order and the probabilities are those of the exact sums."""
+    k, vocab = 384, 200
+    signs = torch.where(torch.arange(k) % 3 == 0, -1.0, 1.0)
+    hidden = signs.repeat(rows, 1) * torch.arange(1, rows + 1)[:, None]
+    # row n of the vocabulary agrees in sign with the hidden rows on all but n of the k inputs
+    weight = signs.repeat(vocab, 1)
+    for n in range(vocab):
+        weight[n, :n] *= -1
+    bias = torch.zeros(vocab)
+    tok, conf = kernels.Int8Head(weight, bias)(hidden)
+    ref = _int8_reference(weight, bias, hidden)
+    assert float(ref[0, 0]) == pytest.approx(k * 1.0)  # the sum of 384 products of 127 x 127, rescaled
+    assert bool((tok == 0).all())
+    assert torch.allclose(conf.double(), torch.softmax(ref, -1)[:, 0], rtol=2e-5)
 
 
 @needs_int8_head

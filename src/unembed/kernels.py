@@ -16,11 +16,12 @@ the build fails, or with ``UNEMBED_KERNELS=0``, decoding uses the torch operatio
 
 Rows are split over ``torch.get_num_threads()`` Python threads (ctypes releases the GIL).
 
-``Int8Head`` goes one step further for int8 models on CPUs with AVX-512 VNNI: the vocabulary
-projection itself runs in the same C library (int8 x int8 -> int32 with ``vpdpbusd``), and each
-tile of logits updates its rows' running max, arg-max and exp-sum while in registers, so the
+``Int8Head`` goes one step further for int8 models: the vocabulary projection itself runs in the
+same C library (int8 x int8 -> int32 with ``vpdpbusd`` on CPUs with AVX-512 VNNI, with
+``vpsignb``/``vpmaddubsw``/``vpmaddwd`` on AVX2 ones; both give the same exact int32 sums), and
+each tile of logits updates its rows' running max, arg-max and exp-sum while in registers, so the
 [rows, 30,522] logits are never written. The same build provides it; ``int8_head_available()``
-says whether this CPU got it.
+says whether this CPU got it and ``int8_head_isa()`` which instructions it uses.
 """
 
 from __future__ import annotations
@@ -120,9 +121,12 @@ void head_reduce(const float *x, int64_t rows, int64_t v, int64_t ld, int64_t *t
    sum of exp(logit - max) while it is in registers. Weights are packed per group of 64
    columns as [group][K/4][4 blocks][16 columns][4 bytes]: one 64-byte load per block and step. */
 
+/* 1: AVX-512 VNNI, 2: AVX2, 0: not built for this CPU (head_int8_part then declines). */
 int unembed_int8_head_fast(void) {
 #if defined(__AVX512F__) && defined(__AVX512VNNI__)
     return 1;
+#elif defined(__AVX2__) && defined(__FMA__)
+    return 2;
 #else
     return 0;
 #endif
@@ -273,6 +277,197 @@ void head_int8_part(const uint8_t *q, const float *scale, int64_t rows, int64_t 
     }
     _mm_free(st);
 }
+#elif defined(__AVX2__) && defined(__FMA__)
+/* ---- The same product and reduction on AVX2 (no VNNI) ----------------------------------------
+   vpmaddubsw multiplies unsigned by signed bytes and adds pairs into saturating int16, so the
+   +128 form of a row would overflow (2 x 255 x 127). Instead each step multiplies |x| by w with
+   x's sign moved onto w (vpsignb): a pair is at most 2 x 127 x 127 = 32,258, so every int16 pair
+   sum is exact, and vpmaddwd by ones adds pairs into int32 exactly. The int32 sums are therefore
+   those of the VNNI kernel (no csum correction: the products are signed). Same weight packing:
+   block b of a group (16 columns x 4 bytes per step) is two 32-byte vectors of 8 columns. A tile
+   is 4 rows x one block (8 int32 accumulators; AVX2 has 16 registers), all K, then folded into
+   the rows' 8-lane running max, first arg-max column and exp-sum. */
+#include <immintrin.h>
+#include <float.h>
+#include <stdlib.h>
+
+/* exp(x) for x <= 0 (-inf included): clamped at -87 (exp(-87) = 1.6e-38, below any sum that
+   matters), 2^n * 2^f with the same degree-5 polynomial as the AVX-512 version. */
+static inline __m256 exp_nonpos256(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+    __m256 t = _mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f));
+    __m256 n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 f = _mm256_sub_ps(t, n);
+    __m256 p = _mm256_set1_ps(1.3333558146e-3f);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.6181291076e-3f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5504108665e-2f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022650696e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9314718056e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/* Running state of one row: lane-wise max, the column of each lane's block where it was found
+   (first wins), lane-wise sum of exp(logit - lane max). */
+typedef struct { __m256 best; __m256i at; __m256 sum; } row_state;
+
+static inline __attribute__((always_inline)) void tile(
+    int R, const int8_t *xs, const uint8_t *xa, int64_t kp, const float *scale, const int8_t *wb,
+    const float *ws, const float *bias, int64_t col0, row_state *st) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+#define ROW(r, x0, x1)                                                                      \
+    if (R > r) {                                                                            \
+        int32_t s4, a4;                                                                     \
+        memcpy(&s4, xs + r * kp + 4 * g, 4);                                                \
+        memcpy(&a4, xa + r * kp + 4 * g, 4);                                                \
+        __m256i s = _mm256_set1_epi32(s4), a = _mm256_set1_epi32(a4);                       \
+        x0 = _mm256_add_epi32(x0, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(w0, s)), ones)); \
+        x1 = _mm256_add_epi32(x1, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(w1, s)), ones)); \
+    }
+    int64_t steps = kp / 4;
+    for (int64_t g = 0; g < steps; g++) {
+        const int8_t *wp = wb + g * 256;
+        __m256i w0 = _mm256_loadu_si256((const __m256i *)(wp));
+        __m256i w1 = _mm256_loadu_si256((const __m256i *)(wp + 32));
+        ROW(0, c00, c01)
+        ROW(1, c10, c11)
+        ROW(2, c20, c21)
+        ROW(3, c30, c31)
+    }
+#undef ROW
+    __m256i acc[4][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
+    for (int r = 0; r < R; r++) {
+        __m256 sr = _mm256_set1_ps(scale[r]);
+        __m256 v[2];
+        for (int j = 0; j < 2; j++) {
+            __m256 sc = _mm256_mul_ps(_mm256_loadu_ps(ws + col0 + 8 * j), sr);
+            v[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][j]), sc, _mm256_loadu_ps(bias + col0 + 8 * j));
+        }
+        row_state *s = st + r;
+        __m256 best = s->best;
+        __m256i at = s->at;
+        for (int j = 0; j < 2; j++) {  /* first arg-max: strictly greater replaces */
+            __m256 gt = _mm256_cmp_ps(v[j], best, _CMP_GT_OQ);
+            best = _mm256_blendv_ps(best, v[j], gt);
+            at = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(at),
+                 _mm256_castsi256_ps(_mm256_set1_epi32((int32_t)(col0 + 8 * j))), gt));
+        }
+        __m256 e = _mm256_mul_ps(s->sum, exp_nonpos256(_mm256_sub_ps(s->best, best)));
+        for (int j = 0; j < 2; j++) e = _mm256_add_ps(e, exp_nonpos256(_mm256_sub_ps(v[j], best)));
+        s->best = best;
+        s->at = at;
+        s->sum = e;
+    }
+}
+
+/* One row x a whole group (64 columns: 8 accumulators), for the last row of a batch (and
+   batches of one row): reading the group's 256-byte steps in order keeps a lone row's pass over
+   the weights sequential, where four block passes would stride through them. */
+static inline __attribute__((always_inline)) void tile_row(
+    const int8_t *xs, const uint8_t *xa, int64_t kp, float scale, const int8_t *wg,
+    const float *ws, const float *bias, int64_t col0, row_state *s) {
+    __m256i c[8];
+    for (int j = 0; j < 8; j++) c[j] = _mm256_setzero_si256();
+    const __m256i ones = _mm256_set1_epi16(1);
+    int64_t steps = kp / 4;
+    for (int64_t g = 0; g < steps; g++) {
+        int32_t s4, a4;
+        memcpy(&s4, xs + 4 * g, 4);
+        memcpy(&a4, xa + 4 * g, 4);
+        __m256i sg = _mm256_set1_epi32(s4), a = _mm256_set1_epi32(a4);
+        const int8_t *wp = wg + g * 256;
+        for (int j = 0; j < 8; j++) {
+            __m256i wv = _mm256_loadu_si256((const __m256i *)(wp + 32 * j));
+            c[j] = _mm256_add_epi32(c[j], _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(wv, sg)), ones));
+        }
+    }
+    __m256 sr = _mm256_set1_ps(scale);
+    __m256 v[8];
+    __m256 best = s->best;
+    __m256i at = s->at;
+    for (int j = 0; j < 8; j++) {
+        /* vector j holds columns col0 + 16 * (j / 2) + 8 * (j % 2) + lane */
+        int64_t cj = col0 + 8 * j;
+        __m256 sc = _mm256_mul_ps(_mm256_loadu_ps(ws + cj), sr);
+        v[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c[j]), sc, _mm256_loadu_ps(bias + cj));
+        __m256 gt = _mm256_cmp_ps(v[j], best, _CMP_GT_OQ);
+        best = _mm256_blendv_ps(best, v[j], gt);
+        at = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(at),
+             _mm256_castsi256_ps(_mm256_set1_epi32((int32_t)cj)), gt));
+    }
+    __m256 e = _mm256_mul_ps(s->sum, exp_nonpos256(_mm256_sub_ps(s->best, best)));
+    for (int j = 0; j < 8; j++) e = _mm256_add_ps(e, exp_nonpos256(_mm256_sub_ps(v[j], best)));
+    s->best = best;
+    s->at = at;
+    s->sum = e;
+}
+
+/* As the AVX-512 head_int8_part: columns [g0 * 64, g1 * 64) of every row. q holds the rows as
+   x + 128 (quant_rows); they are turned once into x (signed) and |x| for vpsignb / vpmaddubsw. */
+void head_int8_part(const uint8_t *q, const float *scale, int64_t rows, int64_t kp, const int8_t *w,
+                    const int32_t *csum, const float *ws, const float *bias, int64_t g0, int64_t g1,
+                    int64_t chunk, float *mx, int64_t *idx, float *sm) {
+    (void)csum;
+    size_t n = (size_t)(rows > 0 ? rows : 1);
+    row_state *st = (row_state *)_mm_malloc(sizeof(row_state) * n, 32);
+    int8_t *xs = (int8_t *)malloc(n * (size_t)kp);
+    uint8_t *xa = (uint8_t *)malloc(n * (size_t)kp);
+    if (!st || !xs || !xa) {
+        for (int64_t i = 0; i < rows; i++) { mx[i] = NAN; idx[i] = -1; sm[i] = NAN; }
+        _mm_free(st); free(xs); free(xa);
+        return;
+    }
+    for (int64_t j = 0; j < rows * kp; j++) {
+        int v = (int)q[j] - 128;
+        xs[j] = (int8_t)v;
+        xa[j] = (uint8_t)(v < 0 ? -v : v);
+    }
+    for (int64_t i = 0; i < rows; i++) {
+        st[i].best = _mm256_set1_ps(-FLT_MAX);
+        st[i].at = _mm256_setzero_si256();
+        st[i].sum = _mm256_setzero_ps();
+    }
+    for (int64_t c0 = g0; c0 < g1; c0 += chunk) {
+        int64_t c1 = c0 + chunk < g1 ? c0 + chunk : g1;
+        for (int64_t i = 0; i < rows; i += 4) {
+            int64_t left = rows - i;
+            const int8_t *ri = xs + i * kp;
+            const uint8_t *ra = xa + i * kp;
+            for (int64_t g = c0; g < c1; g++) {
+                if (left < 4) {
+                    for (int64_t r = 0; r < left; r++)
+                        tile_row(ri + r * kp, ra + r * kp, kp, scale[i + r], w + g * 64 * kp, ws, bias, g * 64, st + i + r);
+                    continue;
+                }
+                for (int b = 0; b < 4; b++)
+                    tile(4, ri, ra, kp, scale + i, w + g * 64 * kp + 64 * b, ws, bias, g * 64 + 16 * b, st + i);
+            }
+        }
+    }
+    for (int64_t i = 0; i < rows; i++) {
+        float b[8], s[8];
+        int32_t a[8];
+        _mm256_storeu_ps(b, st[i].best);
+        _mm256_storeu_ps(s, st[i].sum);
+        _mm256_storeu_si256((__m256i *)a, st[i].at);
+        float m = -FLT_MAX;
+        int64_t arg = -1;
+        for (int l = 0; l < 8; l++) {
+            int64_t col = (int64_t)a[l] + l;
+            if (b[l] > m || (b[l] == m && col < arg)) { m = b[l]; arg = col; }
+        }
+        float tot = 0.0f;
+        for (int l = 0; l < 8; l++) tot += s[l] * exp_nonpos1(b[l] - m);
+        mx[i] = m;
+        idx[i] = arg;
+        sm[i] = tot;
+    }
+    _mm_free(st);
+    free(xs);
+    free(xa);
+}
 #endif
 
 /* Merge the parts of head_int8_part over t column ranges (part j's arrays at j * rows): the
@@ -291,7 +486,7 @@ void head_int8_merge(int64_t t, int64_t rows, const float *mx, const int64_t *id
     }
 }
 
-#if !(defined(__AVX512F__) && defined(__AVX512VNNI__))
+#if !(defined(__AVX512F__) && defined(__AVX512VNNI__)) && !(defined(__AVX2__) && defined(__FMA__))
 void head_int8_part(const uint8_t *q, const float *scale, int64_t rows, int64_t kp, const int8_t *w,
                     const int32_t *csum, const float *ws, const float *bias, int64_t g0, int64_t g1,
                     int64_t chunk, float *mx, int64_t *idx, float *sm) {
@@ -405,9 +600,15 @@ def status() -> str:
 
 
 def int8_head_available() -> bool:
-    """Whether the fused int8 projection + reduction (Int8Head) was built for this CPU (AVX-512 VNNI)."""
+    """Whether the fused int8 projection + reduction (Int8Head) was built for this CPU (AVX-512 VNNI or AVX2)."""
+    return int8_head_isa() is not None
+
+
+def int8_head_isa() -> str | None:
+    """Which instructions Int8Head runs on here: "AVX-512 VNNI", "AVX2", or None (not built)."""
     lib = _load()
-    return lib is not None and bool(lib.unembed_int8_head_fast())
+    kind = int(lib.unembed_int8_head_fast()) if lib is not None else 0
+    return {1: "AVX-512 VNNI", 2: "AVX2"}.get(kind)
 
 
 def available() -> bool:
@@ -468,8 +669,9 @@ class Int8Head:
     symmetric scale per vocabulary row (as torch's per-channel dynamic int8 does); each hidden row
     is quantised on its own (one symmetric scale per row), so a row's result does not depend on
     the other rows of its batch. Columns are split over ``torch.get_num_threads()`` threads and
-    their partial maxima and sums merged. Returns None where the kernel is not built with AVX-512
-    VNNI here or ``FUSED_HEAD`` is off; the caller then uses the torch projection.
+    their partial maxima and sums merged. Returns None where the kernel is not built here (no
+    AVX-512 VNNI or AVX2, no compiler) or ``FUSED_HEAD`` is off; the caller then uses the torch
+    projection.
     """
 
     GROUP = 64  # columns per weight group (4 blocks of 16 lanes)
@@ -486,8 +688,14 @@ class Int8Head:
         wq = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
         full = torch.zeros(vp, self.kp, dtype=torch.int8)
         full[:v, :k] = wq
-        # [group][K/4][4 blocks][16 columns][4 bytes]: column = group*64 + block*16 + lane
-        self.packed = full.view(self.groups, 4, 16, self.kp // 4, 4).permute(0, 3, 1, 2, 4).contiguous()
+        lib = _load()
+        self.kind = int(lib.unembed_int8_head_fast()) if lib is not None else 0
+        if self.kind == 99:
+            # AVX2: the same values as int16, [group][K/2][4 blocks][16 columns][2 int16]
+            self.packed = full.to(torch.int16).view(self.groups, 4, 16, self.kp // 2, 2).permute(0, 3, 1, 2, 4).contiguous()
+        else:
+            # [group][K/4][4 blocks][16 columns][4 bytes]: column = group*64 + block*16 + lane
+            self.packed = full.view(self.groups, 4, 16, self.kp // 4, 4).permute(0, 3, 1, 2, 4).contiguous()
         self.csum = torch.zeros(vp, dtype=torch.int32)
         self.csum[:v] = 128 * wq.sum(1, dtype=torch.int32)
         self.wscale = torch.ones(vp, dtype=torch.float32)

@@ -8,7 +8,7 @@ are faster passes:
 * ``bf16``: every weight in bfloat16 (half the bytes); activations bf16, logits compared in fp32.
 * ``int8``: every linear layer of the passes and the tied vocabulary projection as dynamically
   quantised int8 (per output channel); embeddings, norms and the length head stay fp32. Uses
-  torch's ``quantize_dynamic`` (fbgemm/x86 kernels). Where the CPU has AVX-512 VNNI, the
+  torch's ``quantize_dynamic`` (fbgemm/x86 kernels). Where the CPU has AVX-512 VNNI or AVX2, the
   arg-max path projects onto the vocabulary and reduces in one int8 kernel instead
   (``kernels.Int8Head``: one scale per hidden row, so a row's tokens do not depend on its batch).
 

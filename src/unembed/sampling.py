@@ -78,7 +78,7 @@ def _argmax_confidence(model, hidden: torch.Tensor) -> tuple[torch.Tensor, torch
     the projection; in chunks they stay in cache. In fp32 every row's result is the same as
     unchunked; int8 scales each chunk's input on its own, as it does each batch's.
     """
-    fused_head = getattr(model, "fused_head", None)  # int8 models on a CPU with AVX-512 VNNI
+    fused_head = getattr(model, "fused_head", None)  # int8 models on a CPU with AVX-512 VNNI or AVX2
     if fused_head is not None and (got := fused_head(hidden)) is not None:
         return got
     m = hidden.shape[0]
