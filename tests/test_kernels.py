@@ -132,7 +132,9 @@ def test_kernel_is_built_once_into_the_cache(tmp_path):
 
 # ---- the fused int8 projection + reduction (kernels.Int8Head) --------------------------------
 
-needs_int8_head = pytest.mark.skipif(not kernels.int8_head_available(), reason="no AVX-512 VNNI or AVX2 int8 kernel here")
+needs_int8_head = pytest.mark.skipif(
+    not kernels.int8_head_available(), reason="no AVX-512 VNNI or AVX2 int8 kernel here"
+)
 
 
 def _int8_reference(weight: torch.Tensor, bias: torch.Tensor, hidden: torch.Tensor):
