@@ -31,6 +31,8 @@ old path and the new one are compared on one machine state:
   separate products (the default before ``precision.fuse_ada``)
 * ``int8-compact-eager``: int8-compact with the passes run op by op in Python (the default before
   ``precision.TracedPasses``; the int8 variants above it are eager too)
+* ``int8-compact-torchhead``: int8-compact with torch's int8 projection and the fused reduction
+  instead of ``kernels.Int8Head`` (the default on AVX2 hosts until Int8Head ran there)
 * ``int8-compact``: the int8 projection and the reduction in one kernel (``kernels.Int8Head``,
   where the CPU has AVX-512 VNNI or AVX2; elsewhere the same as ``int8-compact-reduce``), the AdaLN
   projections of a pass as one product, and the passes as TorchScript graphs
@@ -100,6 +102,7 @@ VARIANTS = {
     "int8-compact-256": ("int8", True, 256, "reduce", True, False),
     "int8-compact-torch": ("int8", True, HEAD_ROWS, "torch", True, False),
     "int8-compact-reduce": ("int8", True, HEAD_ROWS, "reduce", True, False),
+    "int8-compact-torchhead": ("int8", True, HEAD_ROWS, "reduce", True, True),
     "int8-compact-ada7": ("int8", True, HEAD_ROWS, "fused", False, False),
     "int8-compact-eager": ("int8", True, HEAD_ROWS, "fused", True, False),
     "int8-compact": ("int8", True, HEAD_ROWS, "fused", True, True),
