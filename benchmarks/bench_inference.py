@@ -32,10 +32,14 @@ old path and the new one are compared on one machine state:
 * ``int8-compact-eager``: int8-compact with the passes run op by op in Python (the default before
   ``precision.TracedPasses``; the int8 variants above it are eager too)
 * ``int8-compact-torchhead``: int8-compact with torch's int8 projection and the fused reduction
-  instead of ``kernels.Int8Head`` (the default on AVX2 hosts until Int8Head ran there)
+  (on Python threads) instead of ``kernels.Int8Head`` (the default on AVX2 hosts until Int8Head
+  ran there)
+* ``int8-compact-pythreads``: int8-compact with the kernels' parallel parts on Python threads
+  instead of torch's OpenMP team (the default before ``kernels.OPENMP``)
 * ``int8-compact``: the int8 projection and the reduction in one kernel (``kernels.Int8Head``,
   where the CPU has AVX-512 VNNI or AVX2; elsewhere the same as ``int8-compact-reduce``), the AdaLN
-  projections of a pass as one product, and the passes as TorchScript graphs
+  projections of a pass as one product, the passes as TorchScript graphs, and the kernels'
+  parallel parts on torch's OpenMP team (where the kernel library was built with OpenMP)
 
 Every variant but ``fp32-full`` and the ``-torch`` one uses the fused reduction where it is built
 here (the JSON records ``kernels.status()`` and which instructions the int8 head kernel runs on,
@@ -93,19 +97,21 @@ from unembed.sampling import HEAD_ROWS
 # "torch" operations, "reduce" = torch's projection + the fused reduction kernel, "fused" = the
 # int8 projection and reduction in one kernel (kernels.Int8Head; int8 only, "reduce" elsewhere),
 # the AdaLN projections of a pass fused into one product (int8 only, precision.fuse_ada), the
-# passes as TorchScript graphs (int8 only, precision.TracedPasses)).
+# passes as TorchScript graphs (int8 only, precision.TracedPasses), the kernels' parallel parts on
+# torch's OpenMP team where the build has OpenMP (kernels.OPENMP; False: on Python threads)).
 VARIANTS = {
-    "fp32-full": ("fp32", False, 0, "torch", False, False),
-    "fp32-compact": ("fp32", True, HEAD_ROWS, "reduce", False, False),
-    "bf16-compact": ("bf16", True, HEAD_ROWS, "reduce", False, False),
-    "int8-compact-whole": ("int8", True, 0, "reduce", True, False),
-    "int8-compact-256": ("int8", True, 256, "reduce", True, False),
-    "int8-compact-torch": ("int8", True, HEAD_ROWS, "torch", True, False),
-    "int8-compact-reduce": ("int8", True, HEAD_ROWS, "reduce", True, False),
-    "int8-compact-torchhead": ("int8", True, HEAD_ROWS, "reduce", True, True),
-    "int8-compact-ada7": ("int8", True, HEAD_ROWS, "fused", False, False),
-    "int8-compact-eager": ("int8", True, HEAD_ROWS, "fused", True, False),
-    "int8-compact": ("int8", True, HEAD_ROWS, "fused", True, True),
+    "fp32-full": ("fp32", False, 0, "torch", False, False, True),
+    "fp32-compact": ("fp32", True, HEAD_ROWS, "reduce", False, False, True),
+    "bf16-compact": ("bf16", True, HEAD_ROWS, "reduce", False, False, True),
+    "int8-compact-whole": ("int8", True, 0, "reduce", True, False, True),
+    "int8-compact-256": ("int8", True, 256, "reduce", True, False, True),
+    "int8-compact-torch": ("int8", True, HEAD_ROWS, "torch", True, False, True),
+    "int8-compact-reduce": ("int8", True, HEAD_ROWS, "reduce", True, False, True),
+    "int8-compact-torchhead": ("int8", True, HEAD_ROWS, "reduce", True, True, False),
+    "int8-compact-ada7": ("int8", True, HEAD_ROWS, "fused", False, False, True),
+    "int8-compact-eager": ("int8", True, HEAD_ROWS, "fused", True, False, True),
+    "int8-compact-pythreads": ("int8", True, HEAD_ROWS, "fused", True, True, False),
+    "int8-compact": ("int8", True, HEAD_ROWS, "fused", True, True, True),
 }
 MODEL_COLUMNS = [
     ("variant", "variant", "s"),
@@ -319,13 +325,13 @@ def model_invert_fn(inv, model, strategy: str, steps: int, cond: torch.Tensor, c
 
 @contextlib.contextmanager
 def _keeping_library_settings():
-    """Variants set sampling.HEAD_ROWS, kernels.ENABLED and kernels.FUSED_HEAD; put the library's
-    values back however the block ends."""
-    enabled, fused_head = kernels.ENABLED, kernels.FUSED_HEAD
+    """Variants set sampling.HEAD_ROWS, kernels.ENABLED, kernels.FUSED_HEAD and kernels.OPENMP; put
+    the library's values back however the block ends."""
+    enabled, fused_head, openmp = kernels.ENABLED, kernels.FUSED_HEAD, kernels.OPENMP
     try:
         yield
     finally:
-        sampling.HEAD_ROWS, kernels.ENABLED, kernels.FUSED_HEAD = HEAD_ROWS, enabled, fused_head
+        sampling.HEAD_ROWS, kernels.ENABLED, kernels.FUSED_HEAD, kernels.OPENMP = HEAD_ROWS, enabled, fused_head, openmp
 
 
 def bench_model(args: argparse.Namespace) -> dict[str, Any]:
@@ -353,9 +359,10 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     bulk_vectors = inv.encode(lines[: args.bulk]) if args.bulk else None
     with torch.inference_mode(), _keeping_library_settings():
         for variant in args.variants:
-            precision, compact, head_rows, argmax, fuse, trace = VARIANTS[variant]
+            precision, compact, head_rows, argmax, fuse, trace, openmp = VARIANTS[variant]
             sampling.HEAD_ROWS = head_rows or 1 << 30
             kernels.ENABLED, kernels.FUSED_HEAD = argmax != "torch", argmax == "fused"
+            kernels.OPENMP = openmp
             model = for_inference(inv.model, precision, fuse=fuse, trace=trace)
             for strategy in args.strategies:
                 lat, lat_flops, lat_runs = [], [], 0
@@ -385,6 +392,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
                         "argmax": argmax,
                         "fused_ada": fuse and precision == "int8",
                         "traced": trace and precision == "int8",
+                        "openmp": openmp,
                         "strategy": strategy,
                         "steps": steps,
                         "latency_ms": 1000 * mean_lat,
@@ -424,6 +432,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
         "sentences_b1": texts,
         "argmax_kernel": kernels.status(),
         "int8_head_kernel": kernels.int8_head_isa(),
+        "kernel_threads": kernels.threads(),
         "rows": rows,
         "bulk": bulk,
         "args": {k: v for k, v in vars(args).items() if k != "json"},

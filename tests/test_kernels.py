@@ -81,6 +81,48 @@ def test_kernel_reads_rows_with_a_stride_and_in_threads(monkeypatch):
     assert torch.equal(tok, want_tok) and torch.allclose(conf, want_conf, rtol=2e-5)
 
 
+@needs_kernel
+@pytest.mark.parametrize("threads", [2, 3])
+def test_openmp_and_python_threads_give_the_same_results(threads, monkeypatch):
+    """The parallel parts run on torch's OpenMP team or on Python threads: the same split, so the
+    same tokens and the same probabilities to the last bit, for the reduction and the int8 head."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    g = torch.Generator().manual_seed(threads)
+    logits = torch.randn(70, 3000, generator=g)
+    weight, bias, hidden = torch.randn(1000, 40, generator=g), torch.randn(1000, generator=g), torch.randn(9, 40)
+    got = {}
+    for openmp in (True, False):
+        monkeypatch.setattr(kernels, "OPENMP", openmp)
+        head = kernels.Int8Head(weight, bias)(hidden) if kernels.int8_head_available() else None
+        got[openmp] = (kernels.head_reduce(logits), head)
+    for a, b in zip(got[True], got[False], strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert torch.equal(got[True][0][0], _torch_reduce(logits)[0])
+
+
+@pytest.mark.skipif(kernels._compiler() is None or not sys.platform.startswith("linux"), reason="Linux with cc")
+def test_the_kernels_share_torchs_openmp_runtime(tmp_path):
+    """Where torch runs on libgomp (the Linux wheels), the library is built with OpenMP and uses
+    the libgomp torch loaded: one OpenMP runtime in the process, not a second thread team."""
+    code = (
+        "from pathlib import Path; from unembed import kernels; import torch; "
+        "maps = Path('/proc/self/maps').read_text(); "
+        "torch_gomp = kernels._torch_on_libgomp(); kernels.available(); "
+        "gomp = {ln.split()[-1] for ln in maps.splitlines() if 'libgomp' in ln}; "
+        "gomp |= {ln.split()[-1] for ln in Path('/proc/self/maps').read_text().splitlines() if 'libgomp' in ln}; "
+        "print(torch_gomp, kernels.threads(), len(gomp))"
+    )
+    env = {**os.environ, "UNEMBED_CACHE": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    torch_gomp, threads, runtimes = out.stdout.split()
+    if torch_gomp != "True":
+        pytest.skip("this torch does not run on libgomp: the parts run on Python threads")
+    assert (threads, runtimes) == ("OpenMP", "1"), out.stdout
+
+
 def test_kernel_declines_what_it_cannot_take():
     assert kernels.head_reduce(torch.randn(4, 10, dtype=torch.float64)) is None
     assert kernels.head_reduce(torch.randn(10, 4).t()) is None  # columns not contiguous

@@ -14,7 +14,10 @@ by the source, the compiler and the CPU, and loaded with ctypes. Where no compil
 the build fails, or with ``UNEMBED_KERNELS=0``, decoding uses the torch operations instead
 (same tokens; the probabilities differ in the last bits of float32). ``status()`` says which.
 
-Rows are split over ``torch.get_num_threads()`` Python threads (ctypes releases the GIL).
+Rows are split over ``torch.get_num_threads()`` threads: where torch runs on GNU OpenMP (the Linux
+wheels) the library is built with ``-fopenmp`` and the parts run on the calling thread's OpenMP
+team, the threads torch's own operations use; elsewhere on Python threads (ctypes releases the
+GIL). ``threads()`` says which.
 
 ``Int8Head`` goes one step further for int8 models: the vocabulary projection itself runs in the
 same C library (int8 x int8 -> int32 with ``vpdpbusd`` on CPUs with AVX-512 VNNI, with
@@ -497,12 +500,50 @@ void head_int8_part(const uint8_t *q, const float *scale, int64_t rows, int64_t 
     for (int64_t i = 0; i < rows; i++) { mx[i] = NAN; idx[i] = -1; sm[i] = NAN; }
 }
 #endif
+
+/* head_reduce with the rows split into t ranges, one per thread of the calling thread's OpenMP
+   team (see head_int8 below); without OpenMP the ranges run one after another. */
+void head_reduce_par(const float *x, int64_t rows, int64_t v, int64_t ld, int64_t *tok, float *conf, int64_t t) {
+#ifdef _OPENMP
+#pragma omp parallel for num_threads((int)t) schedule(static, 1)
+#endif
+    for (int64_t j = 0; j < t; j++) {
+        int64_t a = rows * j / t, b = rows * (j + 1) / t;
+        head_reduce(x + a * ld, b - a, v, ld, tok + a, conf + a);
+    }
+}
+
+/* 1 where this build runs its parallel parts on OpenMP threads (built with -fopenmp). */
+int unembed_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* The whole head: columns split into t ranges of whole groups, part j on thread j of the calling
+   thread's OpenMP team (the team torch's own operations use, where torch runs on libgomp: its
+   threads are awake right after a pass's last operation, so the head starts at once), then the
+   merge. mx, idx and sm hold t * rows entries. Without OpenMP the parts run one after another. */
+void head_int8(const uint8_t *q, const float *scale, int64_t rows, int64_t kp, const int8_t *w,
+               const int32_t *csum, const float *ws, const float *bias, int64_t groups, int64_t chunk,
+               int64_t t, float *mx, int64_t *idx, float *sm, int64_t *tok, float *conf) {
+#ifdef _OPENMP
+#pragma omp parallel for num_threads((int)t) schedule(static, 1)
+#endif
+    for (int64_t j = 0; j < t; j++)
+        head_int8_part(q, scale, rows, kp, w, csum, ws, bias, groups * j / t, groups * (j + 1) / t, chunk,
+                       mx + j * rows, idx + j * rows, sm + j * rows);
+    head_int8_merge(t, rows, mx, idx, sm, tok, conf);
+}
 """
 
 _FLAGS_NATIVE = ["-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno"]
 _FLAGS_PLAIN = ["-O3", "-fPIC", "-shared", "-fno-math-errno"]
 MIN_PARALLEL_ROWS = 16  # below this one thread does the rows (thread hand-off costs more)
 ENABLED = True  # False: head_reduce declines and decoding uses torch (benchmarks compare both)
+OPENMP = True  # False: the parallel parts run on Python threads, as before session 13 (benchmarks compare both)
 FUSED_HEAD = True  # False: Int8Head declines (int8 decoding then projects with torch and reduces with head_reduce)
 HEAD_CHUNK_GROUPS = 16  # Int8Head: 64-column groups per sweep over the rows (16 x 64 x 384 bytes = 384 KiB, in L2)
 
@@ -510,6 +551,7 @@ _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _tried = False
 _why = "not built yet"
+_openmp = False  # the loaded build runs its parallel parts on OpenMP threads
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 
@@ -540,9 +582,25 @@ def _compiler_version(cc: str) -> str:
         return ""
 
 
+def _torch_on_libgomp() -> bool:
+    """Whether this process's torch runs its threads on GNU OpenMP (libgomp, as the Linux wheels do).
+
+    Only then is the library built with ``-fopenmp``: its ``libgomp.so.1`` is the one torch loaded,
+    so the head's parallel parts run on the thread team torch's own operations use. Those threads
+    are spinning, awake, right after a pass's last operation; Python threads would have to be woken
+    and would compete with them for the cores (measured in docs/speed.md: x1.4-2 on the head alone).
+    """
+    try:
+        return "/libgomp" in Path("/proc/self/maps").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+
+
 def _build(cc: str) -> Path:
-    """Compile C_SOURCE into the cache (once per source, compiler and CPU) and return the .so."""
-    key = hashlib.sha256("\0".join([C_SOURCE, cc, _compiler_version(cc), _cpu_key()]).encode()).hexdigest()[:20]
+    """Compile C_SOURCE into the cache (once per source, compiler, CPU and OpenMP choice) and return the .so."""
+    openmp = ["-fopenmp"] if _torch_on_libgomp() else []
+    parts = [C_SOURCE, cc, _compiler_version(cc), _cpu_key(), " ".join(openmp)]
+    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
     folder = _cache_dir()
     lib = folder / f"head_reduce-{key}.so"
     if lib.is_file() and lib.stat().st_uid == os.getuid():
@@ -552,7 +610,8 @@ def _build(cc: str) -> Path:
         src, out = Path(tmp) / "head_reduce.c", Path(tmp) / "head_reduce.so"
         src.write_text(C_SOURCE, encoding="utf-8")
         errors = ""
-        for flags in (_FLAGS_NATIVE, _FLAGS_PLAIN):  # -march=native is not known to every compiler
+        # -march=native is not known to every compiler; -fopenmp needs the compiler's libgomp to link
+        for flags in (_FLAGS_NATIVE + openmp, _FLAGS_PLAIN + openmp, _FLAGS_NATIVE, _FLAGS_PLAIN)[: 4 if openmp else 2]:
             cmd = [cc, *flags, str(src), "-o", str(out), "-lm"]
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
             if done.returncode == 0:
@@ -563,7 +622,7 @@ def _build(cc: str) -> Path:
 
 
 def _load() -> ctypes.CDLL | None:
-    global _lib, _tried, _why
+    global _lib, _tried, _why, _openmp
     if _tried:
         return _lib
     with _lock:
@@ -586,9 +645,15 @@ def _load() -> ctypes.CDLL | None:
                 lib.head_int8_part.argtypes = [p, p, i64, i64, p, p, p, p, i64, i64, i64, p, p, p]
                 lib.head_int8_merge.restype = None
                 lib.head_int8_merge.argtypes = [i64, i64, p, p, p, p, p]
+                lib.head_reduce_par.restype = None
+                lib.head_reduce_par.argtypes = [p, i64, i64, i64, p, p, i64]
+                lib.head_int8.restype = None
+                lib.head_int8.argtypes = [p, p, i64, i64, p, p, p, p, i64, i64, i64, p, p, p, p, p]
+                lib.unembed_openmp.restype = ctypes.c_int
+                lib.unembed_openmp.argtypes = []
                 lib.unembed_int8_head_fast.restype = ctypes.c_int
                 lib.unembed_int8_head_fast.argtypes = []
-                _lib, _why = lib, "fused C kernel"
+                _lib, _why, _openmp = lib, "fused C kernel", bool(lib.unembed_openmp())
         except (OSError, RuntimeError, subprocess.SubprocessError) as e:
             _why = f"build failed ({e}); using torch operations"
             log.warning("unembed: the fused vocabulary kernel is unavailable: %s", e)
@@ -600,6 +665,18 @@ def status() -> str:
     """How the arg-max reduction runs here: 'fused C kernel' or why torch operations are used."""
     _load()
     return _why
+
+
+def threads() -> str:
+    """What runs the kernels' parallel parts: "OpenMP" (torch's thread team), "Python threads", or
+    "none" (the kernels are not built)."""
+    if _load() is None:
+        return "none"
+    return "OpenMP" if _use_openmp() else "Python threads"
+
+
+def _use_openmp() -> bool:
+    return OPENMP and _openmp
 
 
 def int8_head_available() -> bool:
@@ -651,6 +728,9 @@ def head_reduce(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | Non
     n = max(1, min(torch.get_num_threads(), m // MIN_PARALLEL_ROWS))
     if n == 1:
         lib.head_reduce(x, m, v, ld, t_ptr, c_ptr)
+        return tok, conf
+    if _use_openmp():
+        lib.head_reduce_par(x, m, v, ld, t_ptr, c_ptr, n)
         return tok, conf
     bounds = [m * k // n for k in range(n + 1)]
 
@@ -717,30 +797,20 @@ class Int8Head:
         mx = torch.empty(n, m, dtype=torch.float32)
         idx = torch.empty(n, m, dtype=torch.long)
         sm = torch.empty(n, m, dtype=torch.float32)
-        bounds = [self.groups * t // n for t in range(n + 1)]
         ptrs = (self.packed.data_ptr(), self.csum.data_ptr(), self.wscale.data_ptr(), self.bias.data_ptr())
-
-        def part(t: int) -> None:
-            lib.head_int8_part(
-                q.data_ptr(),
-                xs.data_ptr(),
-                m,
-                self.kp,
-                *ptrs,
-                bounds[t],
-                bounds[t + 1],
-                HEAD_CHUNK_GROUPS,
-                mx[t].data_ptr(),
-                idx[t].data_ptr(),
-                sm[t].data_ptr(),
-            )
-
-        if n == 1:
-            part(0)
-        else:
-            for f in [_workers(n).submit(part, t) for t in range(n)]:
-                f.result()
         tok = torch.empty(m, dtype=torch.long)
         conf = torch.empty(m, dtype=torch.float32)
+        if n == 1 or _use_openmp():  # the parts on the calling thread's OpenMP team, then the merge, in C
+            parts = (mx.data_ptr(), idx.data_ptr(), sm.data_ptr(), tok.data_ptr(), conf.data_ptr())
+            lib.head_int8(q.data_ptr(), xs.data_ptr(), m, self.kp, *ptrs, self.groups, HEAD_CHUNK_GROUPS, n, *parts)
+            return tok, conf
+        bounds = [self.groups * t // n for t in range(n + 1)]  # as head_int8 splits them
+
+        def part(t: int) -> None:
+            b = (bounds[t], bounds[t + 1], HEAD_CHUNK_GROUPS, mx[t].data_ptr(), idx[t].data_ptr(), sm[t].data_ptr())
+            lib.head_int8_part(q.data_ptr(), xs.data_ptr(), m, self.kp, *ptrs, *b)
+
+        for f in [_workers(n).submit(part, t) for t in range(n)]:
+            f.result()
         lib.head_int8_merge(n, m, mx.data_ptr(), idx.data_ptr(), sm.data_ptr(), tok.data_ptr(), conf.data_ptr())
         return tok, conf
