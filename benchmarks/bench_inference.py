@@ -324,7 +324,7 @@ def model_invert_fn(inv, model, strategy: str, steps: int, cond: torch.Tensor, c
 
 
 @contextlib.contextmanager
-def _keeping_library_settings():
+def keeping_library_settings():
     """Variants set sampling.HEAD_ROWS, kernels.ENABLED, kernels.FUSED_HEAD and kernels.OPENMP; put
     the library's values back however the block ends."""
     enabled, fused_head, openmp = kernels.ENABLED, kernels.FUSED_HEAD, kernels.OPENMP
@@ -334,10 +334,24 @@ def _keeping_library_settings():
         sampling.HEAD_ROWS, kernels.ENABLED, kernels.FUSED_HEAD, kernels.OPENMP = HEAD_ROWS, enabled, fused_head, openmp
 
 
+def use_variant(variant: str) -> None:
+    """Set the library switches ``variant`` decodes with (inside ``keeping_library_settings``)."""
+    _, _, head_rows, argmax, _, _, openmp = VARIANTS[variant]
+    sampling.HEAD_ROWS = head_rows or 1 << 30
+    kernels.ENABLED, kernels.FUSED_HEAD, kernels.OPENMP = argmax != "torch", argmax == "fused", openmp
+
+
+def variant_model(inv, variant: str):
+    """The model ``variant`` decodes with: ``inv``'s fp32 model in its precision, fused and traced as it says."""
+    from unembed.precision import for_inference
+
+    precision, _, _, _, fuse, trace, _ = VARIANTS[variant]
+    return for_inference(inv.model, precision, fuse=fuse, trace=trace)
+
+
 def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     """--model mode: every variant x strategy on real vectors, in one run."""
     from unembed.inverter import Inverter
-    from unembed.precision import for_inference
 
     inv = Inverter.load(args.model, sample={"precision": "fp32"})
     steps = min(args.steps, inv.cfg.model.seq_len)
@@ -357,13 +371,11 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     peaks_start = {p: matmul_peak_gflops(n, reps, p) for p in precisions}
     rows, bulk = [], []
     bulk_vectors = inv.encode(lines[: args.bulk]) if args.bulk else None
-    with torch.inference_mode(), _keeping_library_settings():
+    with torch.inference_mode(), keeping_library_settings():
         for variant in args.variants:
             precision, compact, head_rows, argmax, fuse, trace, openmp = VARIANTS[variant]
-            sampling.HEAD_ROWS = head_rows or 1 << 30
-            kernels.ENABLED, kernels.FUSED_HEAD = argmax != "torch", argmax == "fused"
-            kernels.OPENMP = openmp
-            model = for_inference(inv.model, precision, fuse=fuse, trace=trace)
+            use_variant(variant)
+            model = variant_model(inv, variant)
             for strategy in args.strategies:
                 lat, lat_flops, lat_runs = [], [], 0
                 for cond in one:

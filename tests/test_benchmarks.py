@@ -137,3 +137,27 @@ def test_flop_counter_counts_the_fused_int8_head(bench):
     assert counter.fused_head(torch.zeros(3, 4)) == ("tokens", "confidence")
     assert seen == [3] and counter.flops == 2 * 4 * 10 * 3
     assert counter.has_length_head and counter.padding_share() is None  # no pass run yet
+
+
+def test_bench_latency_interleaves_variants(bench, tmp_path, capsys, minilm_tokenizer):
+    """bench_latency: every variant inverts every sentence each round; the first round is a warm-up."""
+    from conftest import make_model_dir
+
+    model = make_model_dir(tmp_path / "m", minilm_tokenizer, 384, overrides=["model.length_head=32"])
+    out = tmp_path / "lat.json"
+    args = ["--model", str(model), "--variants", "fp32-compact,int8-compact", "--strategies", "confidence,euler"]
+    result = bench("bench_latency").main([*args, "--steps", "2", "--rounds", "3", "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert [(r["variant"], r["strategy"]) for r in result["rows"]] == [
+        ("fp32-compact", "confidence"),
+        ("int8-compact", "confidence"),
+        ("fp32-compact", "euler"),
+        ("int8-compact", "euler"),
+    ]
+    for r in result["rows"]:
+        assert r["rounds"] == 2 and len(r["latency_ms_each"]) == len(result["sentences"])
+        assert 0 < r["latency_ms"] <= r["median_ms"]
+    assert [r["speedup"] for r in result["rows"] if r["variant"] == "fp32-compact"] == [1.0, 1.0]
+    assert "| latency ms (B=1, best round) |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--rounds >= 2"):
+        bench("bench_latency").main([*args, "--rounds", "1"])
