@@ -121,6 +121,9 @@ def test_the_kernels_share_torchs_openmp_runtime(tmp_path):
     if torch_gomp != "True":
         pytest.skip("this torch does not run on libgomp: the parts run on Python threads")
     assert (threads, runtimes) == ("OpenMP", "1"), out.stdout
+    env["UNEMBED_OPENMP"] = "0"  # the user's switch back to Python threads, same build
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split()[1:] == ["Python", "threads", "1"], out.stdout + out.stderr
 
 
 def test_kernel_declines_what_it_cannot_take():

@@ -17,7 +17,7 @@ the build fails, or with ``UNEMBED_KERNELS=0``, decoding uses the torch operatio
 Rows are split over ``torch.get_num_threads()`` threads: where torch runs on GNU OpenMP (the Linux
 wheels) the library is built with ``-fopenmp`` and the parts run on the calling thread's OpenMP
 team, the threads torch's own operations use; elsewhere on Python threads (ctypes releases the
-GIL). ``threads()`` says which.
+GIL; ``UNEMBED_OPENMP=0`` chooses them everywhere). ``threads()`` says which.
 
 ``Int8Head`` goes one step further for int8 models: the vocabulary projection itself runs in the
 same C library (int8 x int8 -> int32 with ``vpdpbusd`` on CPUs with AVX-512 VNNI, with
@@ -543,7 +543,9 @@ _FLAGS_NATIVE = ["-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno"]
 _FLAGS_PLAIN = ["-O3", "-fPIC", "-shared", "-fno-math-errno"]
 MIN_PARALLEL_ROWS = 16  # below this one thread does the rows (thread hand-off costs more)
 ENABLED = True  # False: head_reduce declines and decoding uses torch (benchmarks compare both)
-OPENMP = True  # False: the parallel parts run on Python threads, as before session 13 (benchmarks compare both)
+# False (or UNEMBED_OPENMP=0 in the environment): the parallel parts run on Python threads, as
+# before session 13, even where the library was built with OpenMP (benchmarks compare both)
+OPENMP = os.environ.get("UNEMBED_OPENMP", "1").strip().lower() not in ("0", "false", "no", "off")
 FUSED_HEAD = True  # False: Int8Head declines (int8 decoding then projects with torch and reduces with head_reduce)
 HEAD_CHUNK_GROUPS = 16  # Int8Head: 64-column groups per sweep over the rows (16 x 64 x 384 bytes = 384 KiB, in L2)
 
