@@ -389,24 +389,30 @@ static inline __attribute__((always_inline)) void tile_row(
         }
     }
     __m256 sr = _mm256_set1_ps(scale);
-    __m256 v[8];
-    __m256 best = s->best;
-    __m256i at = s->at;
-    for (int j = 0; j < 8; j++) {
-        /* vector j holds columns col0 + 16 * (j / 2) + 8 * (j % 2) + lane */
-        int64_t cj = col0 + 8 * j;
-        __m256 sc = _mm256_mul_ps(_mm256_loadu_ps(ws + cj), sr);
-        v[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c[j]), sc, _mm256_loadu_ps(bias + cj));
-        __m256 gt = _mm256_cmp_ps(v[j], best, _CMP_GT_OQ);
-        best = _mm256_blendv_ps(best, v[j], gt);
-        at = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(at),
-             _mm256_castsi256_ps(_mm256_set1_epi32((int32_t)cj)), gt));
+    /* Folded one 16-column block at a time, in tile's order and with its operations, so that a
+       row's probability is the same to the bit whichever of the two took it (its batch's size
+       decides that). Vector j holds columns col0 + 8 * j + lane. */
+    for (int b = 0; b < 4; b++) {
+        __m256 v[2];
+        for (int j = 0; j < 2; j++) {
+            int64_t cj = col0 + 16 * b + 8 * j;
+            __m256 sc = _mm256_mul_ps(_mm256_loadu_ps(ws + cj), sr);
+            v[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c[2 * b + j]), sc, _mm256_loadu_ps(bias + cj));
+        }
+        __m256 best = s->best;
+        __m256i at = s->at;
+        for (int j = 0; j < 2; j++) {
+            __m256 gt = _mm256_cmp_ps(v[j], best, _CMP_GT_OQ);
+            best = _mm256_blendv_ps(best, v[j], gt);
+            at = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(at),
+                 _mm256_castsi256_ps(_mm256_set1_epi32((int32_t)(col0 + 16 * b + 8 * j))), gt));
+        }
+        __m256 e = _mm256_mul_ps(s->sum, exp_nonpos256(_mm256_sub_ps(s->best, best)));
+        for (int j = 0; j < 2; j++) e = _mm256_add_ps(e, exp_nonpos256(_mm256_sub_ps(v[j], best)));
+        s->best = best;
+        s->at = at;
+        s->sum = e;
     }
-    __m256 e = _mm256_mul_ps(s->sum, exp_nonpos256(_mm256_sub_ps(s->best, best)));
-    for (int j = 0; j < 8; j++) e = _mm256_add_ps(e, exp_nonpos256(_mm256_sub_ps(v[j], best)));
-    s->best = best;
-    s->at = at;
-    s->sum = e;
 }
 
 /* As the AVX-512 head_int8_part: columns [g0 * 64, g1 * 64) of every row. q holds the rows as
@@ -539,13 +545,19 @@ void head_int8(const uint8_t *q, const float *scale, int64_t rows, int64_t kp, c
 }
 """
 
+
+def _env_on(name: str) -> bool:
+    """False where the environment sets ``name`` to 0, false, no or off."""
+    return os.environ.get(name, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 _FLAGS_NATIVE = ["-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno"]
 _FLAGS_PLAIN = ["-O3", "-fPIC", "-shared", "-fno-math-errno"]
 MIN_PARALLEL_ROWS = 16  # below this one thread does the rows (thread hand-off costs more)
 ENABLED = True  # False: head_reduce declines and decoding uses torch (benchmarks compare both)
 # False (or UNEMBED_OPENMP=0 in the environment): the parallel parts run on Python threads, as
 # before session 13, even where the library was built with OpenMP (benchmarks compare both)
-OPENMP = os.environ.get("UNEMBED_OPENMP", "1").strip().lower() not in ("0", "false", "no", "off")
+OPENMP = _env_on("UNEMBED_OPENMP")
 FUSED_HEAD = True  # False: Int8Head declines (int8 decoding then projects with torch and reduces with head_reduce)
 HEAD_CHUNK_GROUPS = 16  # Int8Head: 64-column groups per sweep over the rows (16 x 64 x 384 bytes = 384 KiB, in L2)
 
@@ -554,8 +566,7 @@ _lib: ctypes.CDLL | None = None
 _tried = False
 _why = "not built yet"
 _openmp = False  # the loaded build runs its parallel parts on OpenMP threads
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
+_pools: dict[int, ThreadPoolExecutor] = {}  # by size; never shut down while another caller may use one
 
 
 def _cache_dir() -> Path:
@@ -584,23 +595,29 @@ def _compiler_version(cc: str) -> str:
         return ""
 
 
-def _torch_on_libgomp() -> bool:
-    """Whether this process's torch runs its threads on GNU OpenMP (libgomp, as the Linux wheels do).
+def _share_torchs_openmp(cc: str) -> bool:
+    """Whether to build with ``-fopenmp``: torch runs on GNU OpenMP here and ``cc`` is GCC.
 
-    Only then is the library built with ``-fopenmp``: its ``libgomp.so.1`` is the one torch loaded,
-    so the head's parallel parts run on the thread team torch's own operations use. Those threads
-    are spinning, awake, right after a pass's last operation; Python threads would have to be woken
-    and would compete with them for the cores (measured in docs/speed.md: x1.4-2 on the head alone).
+    Only then does the library's ``libgomp.so.1`` resolve to the copy torch loaded (a library of
+    that name is already in the process), so the head's parallel parts run on the thread team
+    torch's own operations use. Those threads are spinning, awake, right after a pass's last
+    operation; Python threads would have to be woken and would compete with them for the cores
+    (docs/speed.md: x1.4-2 on the head alone). Clang links its own libomp, and a torch on another
+    runtime would get a second team: both keep Python threads. So does ``UNEMBED_OPENMP=0``.
     """
+    if not _env_on("UNEMBED_OPENMP") or not hasattr(os, "RTLD_NOLOAD"):  # the environment, not OPENMP:
+        # a benchmark that turns OPENMP off before the first load must not get a build without it
+        return False
     try:
-        return "/libgomp" in Path("/proc/self/maps").read_text(encoding="utf-8", errors="replace")
+        ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD)  # raises unless already loaded (by torch)
     except OSError:
         return False
+    return "Free Software Foundation" in _compiler_version(cc)  # GCC, not clang
 
 
-def _build(cc: str) -> Path:
+def _build(cc: str, openmp: bool) -> Path:
     """Compile C_SOURCE into the cache (once per source, compiler, CPU and OpenMP choice) and return the .so."""
-    openmp = ["-fopenmp"] if _torch_on_libgomp() else []
+    openmp = ["-fopenmp"] if openmp else []
     parts = [C_SOURCE, cc, _compiler_version(cc), _cpu_key(), " ".join(openmp)]
     key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
     folder = _cache_dir()
@@ -623,6 +640,17 @@ def _build(cc: str) -> Path:
         raise RuntimeError(f"{cc} failed: {errors}")
 
 
+def _open(cc: str) -> ctypes.CDLL:
+    """The built library, with OpenMP where it can share torch's; an OpenMP build that does not
+    load (a libgomp symbol the loaded copy lacks) is replaced by one without."""
+    if _share_torchs_openmp(cc):
+        try:
+            return ctypes.CDLL(str(_build(cc, True)))
+        except OSError as e:
+            log.warning("unembed: the OpenMP build of the kernels does not load (%s); using Python threads", e)
+    return ctypes.CDLL(str(_build(cc, False)))
+
+
 def _load() -> ctypes.CDLL | None:
     global _lib, _tried, _why, _openmp
     if _tried:
@@ -631,12 +659,12 @@ def _load() -> ctypes.CDLL | None:
         if _tried:
             return _lib
         try:
-            if os.environ.get("UNEMBED_KERNELS", "1").strip().lower() in ("0", "false", "no", "off"):
+            if not _env_on("UNEMBED_KERNELS"):
                 _why = "disabled by UNEMBED_KERNELS=0"
             elif (cc := _compiler()) is None:
                 _why = "no C compiler found (cc, gcc, clang or $CC)"
             else:
-                lib = ctypes.CDLL(str(_build(cc)))
+                lib = _open(cc)
                 fn = lib.head_reduce
                 fn.restype = None
                 p, i64 = ctypes.c_void_p, ctypes.c_int64
@@ -698,13 +726,11 @@ def available() -> bool:
 
 
 def _workers(n: int) -> ThreadPoolExecutor:
-    global _pool, _pool_size
+    """The pool of n Python threads (the parts' threads where the build has no OpenMP)."""
     with _lock:
-        if _pool is None or _pool_size != n:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool, _pool_size = ThreadPoolExecutor(n, thread_name_prefix="unembed-head"), n
-        return _pool
+        if n not in _pools:
+            _pools[n] = ThreadPoolExecutor(n, thread_name_prefix=f"unembed-head{n}")
+        return _pools[n]
 
 
 def head_reduce(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -740,7 +766,8 @@ def head_reduce(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | Non
         a, b = bounds[k], bounds[k + 1]
         lib.head_reduce(x + 4 * a * ld, b - a, v, ld, t_ptr + 8 * a, c_ptr + 4 * a)
 
-    for f in [_workers(n).submit(part, k) for k in range(n)]:
+    pool = _workers(n)
+    for f in [pool.submit(part, k) for k in range(n)]:
         f.result()
     return tok, conf
 
@@ -812,7 +839,8 @@ class Int8Head:
             b = (bounds[t], bounds[t + 1], HEAD_CHUNK_GROUPS, mx[t].data_ptr(), idx[t].data_ptr(), sm[t].data_ptr())
             lib.head_int8_part(q.data_ptr(), xs.data_ptr(), m, self.kp, *ptrs, *b)
 
-        for f in [_workers(n).submit(part, t) for t in range(n)]:
+        pool = _workers(n)
+        for f in [pool.submit(part, t) for t in range(n)]:
             f.result()
         lib.head_int8_merge(n, m, mx.data_ptr(), idx.data_ptr(), sm.data_ptr(), tok.data_ptr(), conf.data_ptr())
         return tok, conf
