@@ -30,6 +30,7 @@ says whether this CPU got it and ``int8_head_isa()`` which instructions it uses.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import logging
 import os
@@ -596,6 +597,7 @@ def _compiler() -> str | None:
     return cc if cc and shutil.which(cc) else None
 
 
+@functools.cache  # asked by the OpenMP choice and the build key: one subprocess
 def _compiler_version(cc: str) -> str:
     try:
         return subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
@@ -625,8 +627,8 @@ def _share_torchs_openmp(cc: str) -> bool:
 
 def _build(cc: str, openmp: bool) -> Path:
     """Compile C_SOURCE into the cache (once per source, compiler, CPU and OpenMP choice) and return the .so."""
-    openmp = ["-fopenmp"] if openmp else []
-    parts = [C_SOURCE, cc, _compiler_version(cc), _cpu_key(), " ".join(openmp)]
+    extra = ["-fopenmp"] if openmp else []
+    parts = [C_SOURCE, cc, _compiler_version(cc), _cpu_key(), " ".join(extra)]
     key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
     folder = _cache_dir()
     lib = folder / f"head_reduce-{key}.so"
@@ -637,9 +639,8 @@ def _build(cc: str, openmp: bool) -> Path:
         src, out = Path(tmp) / "head_reduce.c", Path(tmp) / "head_reduce.so"
         src.write_text(C_SOURCE, encoding="utf-8")
         errors = ""
-        # -march=native is not known to every compiler; -fopenmp needs the compiler's libgomp to link
-        for flags in (_FLAGS_NATIVE + openmp, _FLAGS_PLAIN + openmp, _FLAGS_NATIVE, _FLAGS_PLAIN)[: 4 if openmp else 2]:
-            cmd = [cc, *flags, str(src), "-o", str(out), "-lm"]
+        for flags in (_FLAGS_NATIVE, _FLAGS_PLAIN):  # -march=native is not known to every compiler
+            cmd = [cc, *flags, *extra, str(src), "-o", str(out), "-lm"]
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
             if done.returncode == 0:
                 os.replace(out, lib)  # atomic: a concurrent process sees a whole file or none
@@ -650,11 +651,12 @@ def _build(cc: str, openmp: bool) -> Path:
 
 def _open(cc: str) -> ctypes.CDLL:
     """The built library, with OpenMP where it can share torch's; an OpenMP build that does not
-    load (a libgomp symbol the loaded copy lacks) is replaced by one without."""
+    link (no libgomp for the compiler) or load (a libgomp symbol the loaded copy lacks) is
+    replaced by one without."""
     if _share_torchs_openmp(cc):
         try:
             return ctypes.CDLL(str(_build(cc, True)))
-        except OSError as e:
+        except (OSError, RuntimeError, subprocess.SubprocessError) as e:
             log.warning("unembed: the OpenMP build of the kernels does not load (%s); using Python threads", e)
     return ctypes.CDLL(str(_build(cc, False)))
 
@@ -733,12 +735,14 @@ def available() -> bool:
     return _load() is not None
 
 
-def _workers(n: int) -> ThreadPoolExecutor:
-    """The pool of n Python threads (the parts' threads where the build has no OpenMP)."""
+def _on_python_threads(n: int, part) -> None:
+    """part(0) .. part(n - 1) on a pool of n Python threads (where the parts do not run on OpenMP)."""
     with _lock:
         if n not in _pools:
             _pools[n] = ThreadPoolExecutor(n, thread_name_prefix=f"unembed-head{n}")
-        return _pools[n]
+        pool = _pools[n]
+    for f in [pool.submit(part, k) for k in range(n)]:
+        f.result()
 
 
 def head_reduce(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -774,9 +778,7 @@ def head_reduce(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | Non
         a, b = bounds[k], bounds[k + 1]
         lib.head_reduce(x + 4 * a * ld, b - a, v, ld, t_ptr + 8 * a, c_ptr + 4 * a)
 
-    pool = _workers(n)
-    for f in [pool.submit(part, k) for k in range(n)]:
-        f.result()
+    _on_python_threads(n, part)
     return tok, conf
 
 
@@ -847,8 +849,6 @@ class Int8Head:
             b = (bounds[t], bounds[t + 1], HEAD_CHUNK_GROUPS, mx[t].data_ptr(), idx[t].data_ptr(), sm[t].data_ptr())
             lib.head_int8_part(q.data_ptr(), xs.data_ptr(), m, self.kp, *ptrs, *b)
 
-        pool = _workers(n)
-        for f in [pool.submit(part, t) for t in range(n)]:
-            f.result()
+        _on_python_threads(n, part)
         lib.head_int8_merge(n, m, mx.data_ptr(), idx.data_ptr(), sm.data_ptr(), tok.data_ptr(), conf.data_ptr())
         return tok, conf
