@@ -110,6 +110,18 @@ CASES = [
     (["evaluate", "--model", "M", "--texts", "T", "--limit", "0"], "positive integer"),
     (["evaluate", "--model", "M", "--texts", "T", "--device", "cuda:x"], "unknown device"),
     # audit
+    (["identify", "--vectors", "V", "--candidates", "CEMPTY", "--model", "M", "--out", "OUT"], "no candidate values"),
+    (["identify", "--vectors", "V", "--candidates", "CBIN", "--model", "M", "--out", "OUT"], "is binary"),
+    (["identify", "--vectors", "V", "--candidates", "CLONG", "--model", "M", "--out", "OUT"], "characters (at most"),
+    (["identify", "--vectors", "V", "--candidates", "CLATIN", "--model", "M", "--out", "OUT"], "line 2 is not UTF-8"),
+    (["identify", "--vectors", "V", "--candidates", "NOPE.txt", "--model", "M", "--out", "OUT"], "not found"),
+    (
+        ["identify", "--vectors", "V", "--candidates", "builtin:nope", "--model", "M", "--out", "OUT"],
+        "unknown built-in",
+    ),
+    (["identify", "--vectors", "NOPE.npy", "--candidates", "builtin:countries", "--out", "OUT"], "not found"),
+    (["identify", "--vectors", "V", "--candidates", "CLATIN", "--out", "V"], "is also the input"),
+    (["identify", "--vectors", "V", "--candidates", "builtin:countries", "--top", "0"], "positive integer"),
     (["audit", "NOPE.npy", "--model", "M", "--out", "OUT"], "not found"),
     (["audit", "V", "--model", "M", "--out", "F"], "is a file"),
     (["audit", "V", "--model", "M", "--out", "OUT", "--texts", "NOPE.txt"], "not found"),
@@ -152,6 +164,10 @@ def places(tmp_path_factory, tiny_model_dir, fake_encoder):
     (root / "dir").mkdir()
     np.save(root / "v.npy", np.random.default_rng(0).standard_normal((3, 384)).astype(np.float32))
     (root / "empty.jsonl").write_text("")
+    (root / "cempty.txt").write_text("\n  \n")
+    (root / "cbin.txt").write_bytes(bytes(range(256)) * 4)
+    (root / "clong.txt").write_text("Ann Lee\n" + "x" * 10_000_000 + "\n")
+    (root / "clatin.txt").write_bytes("Ann Lee\nJosé Núñez\n".encode("latin-1"))
     (root / "garbage.npy").write_bytes(b"\x93NUMPY garbage, not an array")
     (root / "bad.yaml").write_text("train:\n  lr: [1\n")
     (root / "list.yaml").write_text("- 1\n- 2\n")
@@ -178,6 +194,10 @@ def places(tmp_path_factory, tiny_model_dir, fake_encoder):
         "BADYAML": str(root / "bad.yaml"),
         "LISTYAML": str(root / "list.yaml"),
         "EMPTY": str(root / "empty.jsonl"),
+        "CEMPTY": str(root / "cempty.txt"),
+        "CBIN": str(root / "cbin.txt"),
+        "CLONG": str(root / "clong.txt"),
+        "CLATIN": str(root / "clatin.txt"),
         "GARBAGE": str(root / "garbage.npy"),
     }
 
@@ -214,6 +234,7 @@ def test_the_table_covers_every_command_forty_times_over():
         "invert",
         "evaluate",
         "audit",
+        "identify",
         "defend",
         "serve",
         "gpu-pack",

@@ -58,7 +58,9 @@ import torch
 from tqdm import tqdm
 
 from . import pii
+from .audit_identify import BANDS, run_identify_pass
 from .evaluate import read_text_file
+from .identify import load_attacker, read_candidates
 from .inverter import Inverter, resolve_model_dir
 from .metrics import (
     bleu,
@@ -67,6 +69,7 @@ from .metrics import (
     reference_lengths,
     sentence_bleu,
     token_accuracy_per_row,
+    wilson,
 )
 from .model import Denoiser
 from .prepare import _read_json, _write_json
@@ -206,7 +209,7 @@ def _add_measurements(inv: Inverter, records: list[dict], pred: np.ndarray, refs
     ref_ids = tok.encode(list(refs))
     accs = token_accuracy_per_row(pred, ref_ids, eos)
     lens = reference_lengths(ref_ids, eos)
-    for r, row, a, n in zip(records, ref_ids, accs, lens, strict=True):
+    for r, row, a, n, full in zip(records, ref_ids, accs, lens, refs, strict=True):
         ref = tok.decode(row)
         r.update(
             reference=ref,
@@ -214,16 +217,19 @@ def _add_measurements(inv: Inverter, records: list[dict], pred: np.ndarray, refs
             reference_tokens=int(n),
             bleu=round(sentence_bleu(r["text"], ref), 2),
             exact=exact_match(r["text"], ref),
+            reference_words=len(full.split()),
         )
 
 
 def _add_entities(records: list[dict], refs: Sequence[str], mode: str) -> None:
-    """The personal data of each reference (``pii.find`` on the full text, kept where it survives the
-    decoder's cut) and whether the reconstruction recovered it."""
+    """The personal data of each reference (``pii.find`` on the full text): ``entities``, those that
+    survive the decoder's cut, with whether the reconstruction recovered them; ``entities_beyond``,
+    those past it (the decoder cannot write them; the known-value attack can still find them)."""
     if mode == "off":
         return
     for r, ents in zip(records, pii.find(list(refs), mode), strict=True):
         kept = [e for e in ents if pii.recovered(e["text"], r["reference"])]
+        r["entities_beyond"] = [e for e in ents if e not in kept]
         r["entities"] = pii.mark(kept, r["text"])
         r["entities_recovered"] = sum(e["recovered"] for e in r["entities"])
 
@@ -371,6 +377,7 @@ def run_audit(
     encoder=None,
     progress: bool = True,
     sample: dict | None = None,
+    candidates: Sequence[str] = (),
 ) -> dict:
     """Audit a SOURCE (a file or a store URI, see ``unembed.stores``; first ``limit`` records) with
     ``model``. The true texts come from REF ``texts``, else from the texts stored beside the vectors
@@ -379,11 +386,14 @@ def run_audit(
     the files listed in the module docstring.
 
     Rerunning the same call resumes an interrupted audit (or only rewrites the report when done).
-    ``encoder`` replaces the model's encoder (tests); ``sample`` overrides the model's decoding
-    settings (Inverter.load). Bad input raises ValueError with one line,
+    ``candidates`` are lists for the known-value attack (``[TYPE=]FILE`` or ``builtin:NAME``, see
+    ``unembed.identify``); with texts the insider's lists are built and attacked too
+    (``unembed.audit_identify``). ``encoder`` replaces the model's encoder (tests); ``sample``
+    overrides the model's decoding settings (Inverter.load). Bad input raises ValueError with one line,
     before any vector is inverted and before OUT is created.
     """
     out_dir = Path(out)
+    lists = [read_candidates(c) for c in candidates]  # every list checked before any work
     inv = Inverter.load(model, device=device, encoder=encoder, sample=sample)
     strategy, num_steps = _check_args(inv, strategy, num_steps, batch_size, chunk_size, limit)
     attacker = attacker_profile(inv, resolve_model_dir(model))  # a broken record fails here, not after
@@ -412,7 +422,18 @@ def run_audit(
     state["complete"] = True
     _write_json(out_dir / "progress.json", state)
     has_ref = refs.label is not None
+    identified = None
+    if lists or entities != "off":
+        enc, scorer = load_attacker(model, inv.encoder)
+        chunks = _chunks_with_texts(source, chunk_size, limit, refs)
+        recon = out_dir / "reconstructions.jsonl"
+        identified = run_identify_pass(
+            chunks, recon, out_dir / "identified.jsonl", lists, enc, scorer, len(found.ids), progress
+        )
+        identified["scorer"] = scorer.kind
     summary = summarise(out_dir / "reconstructions.jsonl", has_ref)
+    if identified is not None:
+        summary["identified"] = identified
     summary.update(
         model=inv.name,
         encoder=inv.cfg.encoder.name,
@@ -428,6 +449,14 @@ def run_audit(
     )
     write_report(out_dir, summary)
     return summary
+
+
+def _chunks_with_texts(source: Source, chunk_size: int, limit: int | None, refs: _Refs):
+    """(ids, vectors, true texts or None) per chunk, in record order."""
+    lo = 0
+    for chunk in iter_chunks(source, chunk_size, limit):
+        yield chunk.ids, chunk.vectors, refs.of(chunk, lo)
+        lo += len(chunk.ids)
 
 
 def attacker_profile(inv: Inverter, folder: Path) -> dict[str, Any]:
@@ -742,6 +771,8 @@ def build_sections(s: dict[str, Any]) -> list[Section]:
         f"Risk score (`{s['risk_score']}`): {s['risk_definition']}. Mean {s['risk_mean']:.3f}, "
         f"median {s['risk_median']:.3f}.",
     ]
+    if "identified" in s and s["identified"]["records_with_items"]:
+        overview.insert(0, _headline(s))
     sections = [Section("Overview", overview), _attacker_section(s)]
     if "token_accuracy" in s:
         rows = [
@@ -771,6 +802,8 @@ def build_sections(s: dict[str, Any]) -> list[Section]:
         sections.append(_entities_section(s))
         if s["entities"]["most_exposed"]:
             sections.append(_pii_exposed_section(s))
+    if "identified" in s:
+        sections += _identified_sections(s)
     sections.append(_exposed_section(s))
     if "calibration" in s:
         sections.append(_calibration_section(s))
@@ -818,6 +851,79 @@ def _entities_section(s: dict[str, Any]) -> Section:
     ]
     sec = Section("Personal data", paras, table=(["type", "found", "recovered", "recovery rate"], rows))
     return sec
+
+
+def _ci(x: dict[str, Any]) -> str:
+    """'12 of 40 (30.0%, 95% CI 18.1-45.4%)' from a share entry (see audit_identify._share)."""
+    if not x["n"]:
+        return "n/a (none)"
+    return f"{x['k']} of {x['n']} ({_pct(x['share'])}, 95% CI {100 * x['low']:.1f}–{100 * x['high']:.1f}%)"
+
+
+def _headline(s: dict[str, Any]) -> str:
+    i = s["identified"]
+    n, k = i["records_with_items"], i["records_leaking"]
+    lo, hi = wilson(k, n)
+    inverted = s["entities"]["records_with_recovered"] if "entities" in s else 0
+    return (
+        f"**Personal data leaks from {k} of {n} records that hold it ({_pct(k / n)}, 95% CI "
+        f"{100 * lo:.1f}–{100 * hi:.1f}%)**: the inversion wrote an item back in {inverted}; an attacker holding "
+        f"the list of the store's own values (names, e-mails, places, ...) singles out an item of "
+        f"{i['records_identified']} by the known-value attack. Both are lower bounds (see below)."
+    )
+
+
+def _identified_sections(s: dict[str, Any]) -> list[Section]:
+    """'Identified from a list': the insider's lists by type and length band, then each user list."""
+    i = s["identified"]
+    scorer = "the whitened score fitted for this encoder" if i["scorer"] == "whitened" else "raw cosine"
+    paras = [
+        "The known-value attack: each candidate value is embedded with the same encoder, and each record's vector "
+        f"is compared with every candidate ({scorer}, `unembed identify`). It needs no decoder, only a list of "
+        "candidates and the encoder. An item counts as identified when its true value ranks **first** among the "
+        "list of its type; top 5 is shown beside it. Intervals are 95% Wilson intervals over the items.",
+        "**These figures are a lower bound**: an attacker with a shorter or better-targeted list, or a better "
+        "scorer, does better. The insider's list holds every item of that type found in these records (by "
+        f"`{s['entities_mode']}`), so its size is the number of distinct items; short lists are padded with "
+        "synthetic decoys of their type to at least 1,000 values.",
+    ]
+    head = ["type", "list size", "ranked first", "in top 5", "written back by the inversion"]
+    rows = [[k, e["list_size"], _ci(e["first"]), _ci(e["top5"]), _ci(e["inverted"])] for k, e in i["insider"].items()]
+    out = [Section("Identified from a list: the store's own values", paras, table=(head, rows))]
+    bands = [label for _, _, label in BANDS]
+    if i["insider"]:
+        rows = [[k] + [_ci(e["bands"][b]) if b in e["bands"] else "–" for b in bands] for k, e in i["insider"].items()]
+        out.append(
+            Section(
+                "Identified from a list, by record length",
+                [
+                    "Items ranked first, by the length of the record's true text in words: the longer the record, "
+                    "the less one value weighs in its vector."
+                ],
+                table=(["type", *bands], rows),
+            )
+        )
+    for e in i["lists"]:
+        paras = [
+            f"List `{e['source']}` ({e['list_size']:,} values, type {e['type']}). Mean probability of each "
+            f"record's first candidate: {e['mean_top_probability']:.3f}."
+        ]
+        if "first" in e:
+            paras.append(
+                "Records whose text holds a value of the list: the first-ranked candidate is one of its values in "
+                f"{_ci(e['first'])}. By length: " + "; ".join(f"{b}: {_ci(x)}" for b, x in e["bands"].items()) + "."
+            )
+        out.append(Section(f"Identified from the list {e['source'].split(' (')[0]}", paras))
+    if i["most_exposed"]:
+        rows = [[r["id"], "; ".join(r["identified"])] for r in i["most_exposed"]]
+        out.append(
+            Section(
+                "Records singled out by the known-value attack",
+                [f"The {len(rows)} records whose items were identified with the highest probability."],
+                table=(["id", "identified (type, probability)"], rows),
+            )
+        )
+    return out
 
 
 def _pii_exposed_section(s: dict[str, Any]) -> Section:

@@ -192,10 +192,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--entities", choices=["spacy", "regex", "off"], default="spacy", help="how personal data is found in texts"
     )
     p.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
+    p.add_argument(
+        "--candidates",
+        action="append",
+        default=[],
+        metavar="[TYPE=]FILE|builtin:NAME",
+        help="a list for the known-value attack (repeatable; see `unembed identify`)",
+    )
     p.add_argument("--limit", type=_positive_int, default=None, help="audit only the first N vectors")
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--no-progress", action="store_true")
     _add_inversion_args(p)
+
+    p = add("identify", help="which of a list of candidate values each vector holds (the known-value attack)")
+    p.add_argument("--vectors", required=True, help="FILE.npy|.jsonl|.parquet or a store URI (as for audit)")
+    p.add_argument(
+        "--candidates",
+        action="append",
+        required=True,
+        metavar="[TYPE=]FILE|builtin:NAME",
+        help="one value a line, e.g. person=names.txt; or builtin:person|first-names|last-names|countries|"
+        "us-states|cities (repeatable)",
+    )
+    p.add_argument("--top", type=_positive_int, default=5, help="candidates kept per record and list (default 5)")
+    p.add_argument("--out", help="write JSON lines here (rerun to resume); default: print them")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    p.add_argument("--limit", type=_positive_int, default=None, help="only the first N vectors")
+    p.add_argument("--model", default="default", help="whose encoder and fitted scorer to use (default: default)")
+    p.add_argument("--no-progress", action="store_true")
 
     p = add("defend", help="leakage (naive and adaptive attackers) vs retrieval utility of defenses")
     p.add_argument("--data", required=True, help="a prepared data folder")
@@ -554,7 +578,7 @@ class _ResumableJsonl:
     """Lines go to OUT.part (flushed per batch) beside OUT.part.json (the arguments); ``finish``
     renames it to OUT. A rerun with the same arguments continues after the last whole batch."""
 
-    def __init__(self, out: Path, run_args: dict, force: bool, ids: list):
+    def __init__(self, out: Path, run_args: dict, force: bool, ids: list | None):
         self.out, self.batch = out, run_args["batch_size"]
         self.part, self.meta = out.with_name(out.name + ".part"), out.with_name(out.name + ".part.json")
         if out.exists() and not force:
@@ -567,17 +591,17 @@ class _ResumableJsonl:
             fh.writelines(line + "\n" for line in lines)
         self.fh = open(self.part, "a", encoding="utf-8")
 
-    def _resumable_lines(self, run_args: dict, force: bool, ids: list) -> list[str]:
+    def _resumable_lines(self, run_args: dict, force: bool, ids: list | None) -> list[str]:
         if force or not self.part.is_file() or not self.meta.is_file():
             return []
         if json.loads(self.meta.read_text()) != run_args:
             raise CliError(f"{self.part} is a partial run with other arguments or input; use --force to start over")
         lines = [line for line in self.part.read_text(encoding="utf-8").split("\n")[:-1]]
         keep = len(lines) // self.batch * self.batch  # a batch is decoded together: resume at a batch start
-        for line, i in zip(lines[:keep], ids):
+        for line, i in zip(lines[:keep], ids or []):
             if json.loads(line).get("id") != i:
                 raise CliError(f"{self.part} does not match the vectors file; use --force to start over")
-        log.info("resuming %s after %d of %d vectors", self.out, keep, len(ids))
+        log.info("resuming %s after %d vectors", self.out, keep)
         return lines[:keep]
 
     def write(self, lines: list[str]) -> None:
@@ -642,8 +666,46 @@ def cmd_audit(args) -> int:
         seed=args.seed,
         progress=not args.no_progress,
         sample=_sample(args),
+        candidates=args.candidates,
     )
     print(f"audited {summary['n']} vectors: {Path(args.out) / 'report.md'} and report.html", file=sys.stderr)
+    return 0
+
+
+def cmd_identify(args) -> int:
+    in_source(args.vectors, "--vectors")
+    if args.out:
+        out_file(args.out, inputs=(args.vectors,), force=True)  # an existing one is checked by the writer
+    from .identify import CHUNK, identify_source, read_candidates
+    from .stores import open_source
+
+    lists = [read_candidates(spec) for spec in args.candidates]  # every list checked before any work
+    source = open_source(args.vectors)
+    run_args = {
+        "vectors": source.label,  # no credentials
+        "fingerprint": json.loads(json.dumps(source.fingerprint, default=str)),  # changes when the data does
+        "candidates": [f"{c.source} sha256:{c.sha256}" for c in lists],
+        "model": args.model,
+        "top": args.top,
+        "limit": args.limit,
+        "batch_size": CHUNK,
+    }
+    sink = _ResumableJsonl(Path(args.out), run_args, args.force, None) if args.out else None
+    done = sink.done if sink else 0
+    rows = identify_source(
+        args.vectors, lists, args.model, args.top, args.limit, progress=not args.no_progress, skip=done
+    )
+    n = done
+    for row in rows:
+        line = json.dumps(row, ensure_ascii=False)
+        if sink:
+            sink.write([line])
+        else:
+            print(line, flush=True)
+        n += 1
+    if sink:
+        sink.finish()
+        print(f"wrote the candidates of {n} records to {args.out}", file=sys.stderr)
     return 0
 
 
@@ -780,6 +842,7 @@ COMMANDS = {
     "invert": cmd_invert,
     "evaluate": cmd_evaluate,
     "audit": cmd_audit,
+    "identify": cmd_identify,
     "defend": cmd_defend,
     "serve": cmd_serve,
     "gpu-pack": cmd_gpu_pack,

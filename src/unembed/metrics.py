@@ -118,3 +118,16 @@ def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 95)) -> list
     if len(values) == 0:
         raise ValueError("no values to take percentiles of")
     return [float(x) for x in np.percentile(np.asarray(values, np.float64), list(qs))]
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval (95% for z = 1.96) of a share k/n; (0, 1) when n is 0.
+
+    centre = (p + z²/2n) / (1 + z²/n), half-width = z·sqrt(p(1-p)/n + z²/4n²) / (1 + z²/n)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    d = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / d
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))

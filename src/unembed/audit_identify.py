@@ -1,0 +1,227 @@
+"""The audit's known-value attack: which records a list of candidates singles out.
+
+Run after the inversion, over the same records in the same order (a second chunked pass over the
+SOURCE; nothing but the scores is kept per record). Two kinds of list:
+
+* **The insider's lists** (when the audit has the records' texts and finds their personal data):
+  every item found in any record, one list per type (person, organisation, place, e-mail, phone,
+  URL). This is the list anyone holding the documents, a customer list or a directory has. For
+  each record and each of its items, the attack succeeds when the item ranks first among the list
+  of its type (top 5 is reported too). Items past the decoder's length count: the vector holds the
+  whole text.
+* **The user's lists** (``--candidates``): each record's most probable candidates. With texts, a
+  record *holds* a listed value when the value's words appear in its text, and the attack
+  succeeds on it when its first-ranked candidate is a value it holds.
+
+Shares come with 95% Wilson intervals, overall and per record length band (words of the true
+text). Writes ``identified.jsonl`` (per record: id, words, items with their rank, the top
+candidates of the user's lists) and returns the summary's ``identified`` entry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from . import pii
+from .identify import MIN_LIST, CandidateList, Candidates, FullNames, candidate_vectors, decoy_list, identify, rank
+from .metrics import wilson
+
+INSIDER_TYPES = ("person", "organisation", "place", "email", "phone", "url")
+BANDS = ((1, 15, "1-15 words"), (16, 40, "16-40 words"), (41, 100, "41-100 words"), (101, 10**9, "over 100 words"))
+TOP_K = 5
+SHOWN = 20
+
+
+def band_of(words: int) -> str:
+    return next(label for lo, hi, label in BANDS if lo <= words <= hi)
+
+
+def record_items(rec: dict) -> list[dict]:
+    """A reconstruction record's personal-data items (those the decoder could write and those past
+    its length), of the insider types."""
+    items = rec.get("entities", []) + rec.get("entities_beyond", [])
+    return [e for e in items if e["type"] in INSIDER_TYPES]
+
+
+def insider_lists(recon: Path) -> dict[str, CandidateList]:
+    """One list per type of every item found in the audited records."""
+    values: dict[str, dict[str, None]] = {}
+    with open(recon, encoding="utf-8") as fh:
+        for line in fh:
+            for e in record_items(json.loads(line)):
+                values.setdefault(e["type"], {})[e["text"]] = None
+    return {
+        k: CandidateList(k, tuple(v), f"insider: every {k} item found in the audited records")
+        for k, v in sorted(values.items())
+    }
+
+
+def _phrases(text: str, longest: int) -> set[tuple[str, ...]]:
+    w = pii.words(text)
+    return {tuple(w[i : i + n]) for n in range(1, longest + 1) for i in range(len(w) - n + 1)}
+
+
+class _Held:
+    """Which values of a user's list a text holds (the value's words, contiguous, in order)."""
+
+    def __init__(self, clist: Candidates):
+        parts = [clist.first, clist.last] if isinstance(clist, FullNames) else [clist]
+        self.full = isinstance(clist, FullNames)
+        self.keys = [{tuple(pii.words(v)) for v in p.values} - {()} for p in parts]
+        self.longest = max((len(k) for keys in self.keys for k in keys), default=1)
+
+    def holds(self, text: str, value: str) -> bool:
+        return tuple(pii.words(value)) in _phrases(text, max(self.longest * (2 if self.full else 1), 1))
+
+    def any(self, text: str) -> bool:
+        ph = _phrases(text, self.longest)
+        if self.full:  # a full name: a first name followed by a last name
+            w = pii.words(text)
+            return any((a,) in self.keys[0] and (b,) in self.keys[1] for a, b in zip(w, w[1:]))
+        return bool(ph & self.keys[0])
+
+
+def run_identify_pass(
+    chunks: Iterator[tuple[list, np.ndarray, list[str] | None]],
+    recon: Path,
+    out: Path,
+    lists: Sequence[Candidates],
+    encoder,
+    scorer,
+    n: int,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Score every record (``chunks`` yields ids, vectors and true texts in reconstruction order)
+    against the insider's lists and ``lists``; write ``out`` (identified.jsonl) and return the summary."""
+    insider = insider_lists(recon) if _has_entities(recon) else {}
+    vecs = {k: candidate_vectors(encoder, c, progress) for k, c in insider.items()}
+    decoys = {
+        k: candidate_vectors(encoder, decoy_list(k, MIN_LIST - len(v)), progress)
+        for k, v in vecs.items()
+        if len(v) < MIN_LIST
+    }
+    index = {k: {v: i for i, v in enumerate(c.values)} for k, c in insider.items()}
+    held = [_Held(c) for c in lists]
+    rows = []
+    tmp = out.with_name(out.name + ".tmp")
+    with open(recon, encoding="utf-8") as rf, open(tmp, "w", encoding="utf-8") as fh:
+        with tqdm(total=n, desc="known-value attack", unit="vec", disable=not progress) as bar:
+            for ids, v, texts in chunks:
+                recs = [json.loads(rf.readline()) for _ in ids]
+                ranked = {k: rank(v, vecs[k], scorer, TOP_K, decoys.get(k)) for k in insider}
+                found = identify(v, lists, encoder, scorer, TOP_K) if lists else [[] for _ in ids]
+                for j, (i, rec) in enumerate(zip(ids, recs)):
+                    row = _record_row(i, rec, texts[j] if texts else None, ranked, index, j, found[j], lists, held)
+                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    rows.append(_small(row))
+                bar.update(len(ids))
+    os.replace(tmp, out)
+    return summarise_identified(rows, insider, lists)
+
+
+def _has_entities(recon: Path) -> bool:
+    with open(recon, encoding="utf-8") as fh:
+        first = fh.readline()
+    return bool(first) and "entities" in json.loads(first)
+
+
+def _record_row(i, rec, text, ranked, index, j, found, lists, held) -> dict:
+    words = len(text.split()) if text else None
+    items = []
+    for e in record_items(rec):
+        r = ranked[e["type"]][j]
+        truth = index[e["type"]][e["text"]]
+        pos = [int(x) for x in r.index].index(truth) if truth in r.index else None
+        items.append(
+            {
+                "type": e["type"],
+                "text": e["text"],
+                "first": pos == 0,
+                "top5": pos is not None,
+                "probability": float(r.probability[pos]) if pos is not None else 0.0,
+                "inverted": bool(e.get("recovered", False)),
+            }
+        )
+    row: dict[str, Any] = {"id": i, "words": words, "items": items, "candidates": found}
+    if text is not None and lists:
+        row["lists"] = []
+        for clist, h in zip(lists, held):
+            top = next((c for c in found if c["type"] == clist.type), None)
+            holds = h.any(text)
+            row["lists"].append(
+                {"holds": holds, "first": bool(holds and top is not None and h.holds(text, top["value"]))}
+            )
+    return row
+
+
+def _small(row: dict) -> dict:
+    """What the summary keeps of a record: no candidate lists beyond the first."""
+    return {**row, "candidates": row["candidates"][:3]}
+
+
+def _share(k: int, n: int) -> dict[str, Any]:
+    lo, hi = wilson(k, n)
+    return {"k": k, "n": n, "share": k / n if n else None, "low": lo, "high": hi}
+
+
+def summarise_identified(rows: list[dict], insider: dict[str, CandidateList], lists: Sequence[Candidates]) -> dict:
+    """Shares by type and length band for the insider's lists, and for each user list."""
+    s: dict[str, Any] = {"records": len(rows), "insider": {}, "lists": []}
+    for kind, clist in insider.items():
+        entry: dict[str, Any] = {"list_size": len(clist.values), "source": clist.source, "bands": {}}
+        got = [(r["words"], it) for r in rows for it in r["items"] if it["type"] == kind]
+        entry["first"] = _share(sum(it["first"] for _, it in got), len(got))
+        entry["top5"] = _share(sum(it["top5"] for _, it in got), len(got))
+        entry["inverted"] = _share(sum(it["inverted"] for _, it in got), len(got))
+        for _, _, label in BANDS:
+            sub = [it for w, it in got if w is not None and band_of(w) == label]
+            if sub:
+                entry["bands"][label] = _share(sum(it["first"] for it in sub), len(sub))
+        s["insider"][kind] = entry
+    with_items = [r for r in rows if r["items"]]
+    s["records_with_items"] = len(with_items)
+    s["records_identified"] = sum(any(it["first"] for it in r["items"]) for r in with_items)
+    s["records_leaking"] = sum(any(it["first"] or it["inverted"] for it in r["items"]) for r in with_items)
+    for j, clist in enumerate(lists):
+        entry = {
+            "type": clist.type,
+            "source": clist.source,
+            "list_size": len(clist.values) if isinstance(clist, CandidateList) else len(clist),
+        }
+        tops = [next((c for c in r["candidates"] if c["type"] == clist.type), None) for r in rows]
+        entry["mean_top_probability"] = float(np.mean([t["probability"] if t else 0.0 for t in tops]))
+        if rows and "lists" in rows[0]:
+            holding = [r for r in rows if r["lists"][j]["holds"]]
+            entry["first"] = _share(sum(r["lists"][j]["first"] for r in holding), len(holding))
+            entry["bands"] = {}
+            for _, _, label in BANDS:
+                sub = [r for r in holding if band_of(r["words"]) == label]
+                if sub:
+                    entry["bands"][label] = _share(sum(r["lists"][j]["first"] for r in sub), len(sub))
+            probs = [t["probability"] if t else 0.0 for t in tops]
+            truth = [bool(r["lists"][j]["first"]) for r in rows]
+            entry["calibration"] = {
+                "records": len(rows),
+                "mean_probability": float(np.mean(probs)),
+                "correct": sum(truth),
+            }
+        s["lists"].append(entry)
+    exposed = [r for r in with_items if any(it["first"] for it in r["items"])]
+    exposed.sort(key=lambda r: -max(it["probability"] for it in r["items"] if it["first"]))
+    s["most_exposed"] = [
+        {
+            "id": r["id"],
+            "identified": [
+                f"{it['text']} ({it['type']}, p={it['probability']:.2f})" for it in r["items"] if it["first"]
+            ],
+        }
+        for r in exposed[:SHOWN]
+    ]
+    return s
