@@ -161,3 +161,15 @@ def test_bench_latency_interleaves_variants(bench, tmp_path, capsys, minilm_toke
     assert "| latency ms (B=1, best round) |" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="--rounds >= 2"):
         bench("bench_latency").main([*args, "--rounds", "1"])
+
+
+def test_bench_identify_quick(bench, tmp_path, monkeypatch):
+    monkeypatch.setenv("UNEMBED_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "identify.json"
+    result = bench("bench_identify").main(["--quick", "--types", "person,email", "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    keys = {(r["type"], r["band"], r["scorer"]) for r in result["rows"]}
+    assert ("person", 20, "cosine") in keys and ("email", 0, "cosine") in keys
+    assert all(0 <= r["top1"]["share"] <= r["top5"]["share"] <= 1 for r in result["rows"])
+    assert sum("false_alarm" in r for r in result["rows"]) == len(result["rows"])
+    assert result["speed"]["seconds"] > 0 and 0 <= result["no_list"]["full_name_top1"]["share"] <= 1

@@ -190,3 +190,30 @@ def test_a_fractional_step_count_is_refused_on_the_page(page):
     status = page.locator("#status")
     assert "whole number" in status.inner_text() and "error" in (status.get_attribute("class") or "")
     assert page.errors == []
+
+
+def test_the_known_value_panel_ranks_pasted_candidates_and_clears_when_the_text_changes(
+    page, site, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("UNEMBED_CACHE", str(tmp_path))
+    page.click("#identify")
+    assert "Embed or invert a sentence first" in page.inner_text("#identify-status")
+    page.fill("#text", "Patient Joan Banks reports chest pain.")
+    page.fill("#candidates", "Peter Olsen\nJoan Banks\n\nMaria Garcia\n")
+    page.click("#identify")
+    page.wait_for_selector("#identify-table:not([hidden])")
+    rows = page.locator("#identify-table tbody tr")
+    assert rows.count() == 3
+    assert rows.nth(0).locator("td").nth(0).inner_text() == "Joan Banks"
+    assert rows.nth(0).locator("td").nth(1).inner_text() == "person"
+    assert "3 candidates from pasted list" in page.inner_text("#identify-status")
+    page.fill("#text", "Maria Garcia moved to Denver.")  # a new sentence: the old ranking goes
+    assert page.locator("#identify-table").is_hidden() and page.inner_text("#identify-status") == ""
+    page.click("#identify")
+    page.wait_for_selector("#identify-table:not([hidden])")
+    assert page.locator("#identify-table tbody tr").nth(0).locator("td").nth(0).inner_text() == "Maria Garcia"
+    page.fill("#candidates", "x" * 301)
+    page.click("#identify")
+    page.wait_for_selector("#identify-status.error")
+    assert "at most 300 characters" in page.inner_text("#identify-status")
+    assert page.errors == []

@@ -410,3 +410,46 @@ def test_cli_serve_binds_loopback_and_logs_the_address(tiny_model_dir):
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert f"http://127.0.0.1:{port}/" in out
+
+
+# ---- the known-value attack ------------------------------------------------------------------------
+
+
+def test_identify_ranks_a_pasted_list_and_a_builtin_one(server, inverter, tmp_path, monkeypatch):
+    monkeypatch.setenv("UNEMBED_CACHE", str(tmp_path))
+    names = ["Joan Banks", "Peter Olsen", "Maria Garcia", "Wei Chen"]
+    r = server.post(
+        "/api/identify", json={"text": "Patient Joan Banks reports chest pain.", "candidates": names, "type": "person"}
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["source"] == "pasted list" and body["list_size"] == 4 and body["model"] == inverter.name
+    top = body["candidates"]
+    assert top[0]["value"] == "Joan Banks" and top[0]["type"] == "person" and len(top) == 4
+    assert [c["probability"] for c in top] == sorted((c["probability"] for c in top), reverse=True)
+    assert not list(tmp_path.glob("candidates/*"))[4:]  # pasted lists are not cached (only decoys are)
+    vec = inverter.encode(["Maria Garcia moved to Denver."])[0].tolist()
+    r = server.post("/api/identify", json={"embedding": vec, "builtin": "first-names", "top_k": 3})
+    assert r.status_code == 200, r.text
+    assert r.json()["candidates"][0]["value"] == "Maria" and r.json()["source"].startswith("builtin:first-names")
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"text": "hi"}, "exactly one of 'candidates' or 'builtin'"),
+        ({"text": "hi", "candidates": ["a"], "builtin": "countries"}, "exactly one of 'candidates' or 'builtin'"),
+        ({"candidates": ["a"]}, "exactly one of 'text' or 'embedding'"),
+        ({"text": "hi", "candidates": []}, "at least 1 item"),
+        ({"text": "hi", "candidates": ["x" * 301]}, "at most 300 characters"),
+        ({"text": "hi", "candidates": ["a"] * 10_001}, "at most 10000 items"),
+        ({"text": "hi", "builtin": "nope"}, "builtin"),
+        ({"text": "hi", "candidates": ["a"], "top_k": 0}, "greater than or equal to 1"),
+        ({"embedding": [0.1] * 5, "candidates": ["a"]}, "dimension 384"),
+        ({"text": "hi", "candidates": ["  "]}, "no candidate values"),
+    ],
+)
+def test_identify_refuses_bad_requests_with_422(server, body, message):
+    r = server.post("/api/identify", json=body)
+    assert r.status_code == 422, r.text
+    assert message in r.text

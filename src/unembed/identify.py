@@ -198,9 +198,12 @@ def _cache_path(encoder, clist: CandidateList) -> Path:
     return cache_root() / "candidates" / f"{key}.npy"
 
 
-def candidate_vectors(encoder, clist: CandidateList, progress: bool = False) -> np.ndarray:
+def candidate_vectors(encoder, clist: CandidateList, progress: bool = False, cache: bool = True) -> np.ndarray:
     """float16 [N, D] unit vectors of the list's values, memory-mapped from the cache (computed on
-    first use; an interrupted computation restarts from its last finished chunk)."""
+    first use; an interrupted computation restarts from its last finished chunk). ``cache=False``
+    embeds in memory and writes nothing (the server, for lists pasted into it)."""
+    if not cache:
+        return encoder.encode(list(clist.values)).astype(np.float16)
     path = _cache_path(encoder, clist)
     n, d = len(clist.values), encoder.dim
     if path.is_file():
@@ -399,18 +402,33 @@ def _full_names(first: list[dict], last: list[dict], top_k: int) -> list[dict]:
 
 def identify(
     vectors: np.ndarray,
-    lists: Sequence[Candidates],
-    encoder,
+    lists: Candidates | Sequence[Candidates] | Sequence[str],
+    encoder=None,
     scorer: Scorer | None = None,
     top_k: int = 5,
     progress: bool = False,
+    cache: bool = True,
+    model: str = "default",
 ) -> list[list[dict]]:
     """For each of [B, D] ``vectors``, the ``top_k`` candidates of every list, most probable first:
     ``{"value", "type", "score" (standardised), "probability"}`` (see the module docstring).
 
-    Lists are scored one by one (``builtin:person`` as first x last names); candidate vectors
-    come from the encoder through the cache. ValueError for a dimension that is not the encoder's.
+    ``lists``: candidate lists (``read_candidates``, ``from_values``, ``builtin``), or plain strings
+    (one list of values of type "value"). ``encoder`` and ``scorer`` default to ``model``'s
+    (``load_attacker``). Lists are scored one by one (``builtin:person`` as first x last names);
+    candidate vectors come from the encoder through the cache (``cache=False``: in memory; decoys
+    are always cached). ValueError for a dimension that is not the encoder's.
+
+        >>> from unembed.identify import identify
+        >>> identify(vectors, ["Joan Banks", "Peter Olsen"])    # [[{"value": "Joan Banks", ...}, ...], ...]
     """
+    if isinstance(lists, (CandidateList, FullNames)):
+        lists = [lists]
+    elif lists and all(isinstance(x, str) for x in lists):
+        lists = [from_values(lists, "value", "values")]
+    if encoder is None:
+        encoder, fitted = load_attacker(model)
+        scorer = scorer or fitted
     v = np.asarray(vectors, np.float32)
     v = v[None] if v.ndim == 1 else v
     if v.ndim != 2 or v.shape[1] != encoder.dim or not len(v):
@@ -423,19 +441,21 @@ def identify(
     out: list[list[dict]] = [[] for _ in range(len(v))]
     for clist in lists:
         if isinstance(clist, FullNames):
-            parts = [_ranked_entries(v, c, encoder, scorer, top_k, progress) for c in (clist.first, clist.last)]
+            parts = [_ranked_entries(v, c, encoder, scorer, top_k, progress, cache) for c in (clist.first, clist.last)]
             for row, first, last in zip(out, *parts):
                 row += _full_names(first, last, top_k)
         else:
-            for row, entries in zip(out, _ranked_entries(v, clist, encoder, scorer, top_k, progress)):
+            for row, entries in zip(out, _ranked_entries(v, clist, encoder, scorer, top_k, progress, cache)):
                 row += entries
     for row in out:
         row.sort(key=lambda e: -e["probability"])
     return out
 
 
-def _ranked_entries(v, clist: CandidateList, encoder, scorer: Scorer, top_k: int, progress: bool) -> list[list[dict]]:
-    cand = candidate_vectors(encoder, clist, progress)
+def _ranked_entries(
+    v, clist: CandidateList, encoder, scorer: Scorer, top_k: int, progress: bool, cache: bool = True
+) -> list[list[dict]]:
+    cand = candidate_vectors(encoder, clist, progress, cache)
     decoys = None
     if len(cand) < MIN_LIST:
         decoys = candidate_vectors(encoder, decoy_list(clist.type, MIN_LIST - len(cand)), progress)

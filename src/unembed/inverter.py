@@ -103,6 +103,7 @@ class Inverter:
         self.cfg, self.model, self.tokenizer = cfg, model, tokenizer
         self.name, self.device = name, torch.device(device)
         self._encoder = encoder
+        self.folder: Path | None = None  # the model folder it was loaded from (load sets it)
 
     @classmethod
     def load(
@@ -137,7 +138,9 @@ class Inverter:
         if (s.vocab_size, s.mask_id, s.eos_id) != (cfg.model.vocab_size, cfg.model.mask_id, cfg.model.eos_id):
             raise ValueError(f"model {folder} was trained with another tokenizer than encoder {cfg.encoder.name!r}")
         release_freed_memory()  # what loading and converting freed goes back to the system
-        return cls(cfg, model, tok, name=folder.name, device=device, encoder=encoder)
+        inv = cls(cfg, model, tok, name=folder.name, device=device, encoder=encoder)
+        inv.folder = folder
+        return inv
 
     # ---- encoder ------------------------------------------------------------------------------
     @property

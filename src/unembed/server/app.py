@@ -1,7 +1,8 @@
 """The HTTP API and the demo page: a thin adapter over :class:`unembed.inverter.Inverter`.
 
 Routes: ``GET /api/health``, ``GET /api/models``, ``POST /api/encode``, ``POST /api/invert``
-(Server-Sent Events: ``step`` per decoder forward pass, then ``final``, or ``error``), the page at
+(Server-Sent Events: ``step`` per decoder forward pass, then ``final``, or ``error``),
+``POST /api/identify`` (the known-value attack: a list of candidates ranked for a vector), the page at
 ``/`` and its files under ``/static/``, the OpenAPI schema at ``/openapi.json`` and Swagger UI at
 ``/docs``, whose assets come from the ``swagger-ui-bundle-v2`` package (no CDN: it works offline).
 
@@ -35,6 +36,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..identify import builtin, from_values
 from ..inverter import Inverter
 from ..sampling import STRATEGIES
 from .schemas import (
@@ -44,13 +46,15 @@ from .schemas import (
     ErrorResponse,
     FinalEvent,
     HealthResponse,
+    IdentifyRequest,
+    IdentifyResponse,
     InvertRequest,
     Memory,
     ModelInfo,
     ModelsResponse,
     StepEvent,
 )
-from .worker import EncodeJob, InvertJob, Saturated, Worker
+from .worker import EncodeJob, IdentifyJob, InvertJob, Saturated, Worker
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +118,7 @@ def create_app(
     app.state.inverters, app.state.worker, app.state.retry_after_s = inverters, worker, retry_after_s
     _add_error_handlers(app)
     _add_routes(app)
+    _add_identify_route(app)
     _document_stream_events(app)
     _add_docs(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -213,6 +218,34 @@ def _add_routes(app: FastAPI) -> None:
         return StreamingResponse(
             _sse(job), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         )
+
+
+def _add_identify_route(app: FastAPI) -> None:
+    @app.post("/api/identify", response_model=IdentifyResponse, responses=_ERRORS)
+    async def identify(body: IdentifyRequest, request: Request) -> IdentifyResponse:
+        inv = _model(request, body.model)
+        vector = None
+        if body.embedding is not None:
+            try:
+                vector = inv.check_vectors(body.embedding).cpu().numpy()[0]
+            except ValueError as exc:
+                raise HTTPException(422, f"embedding: {exc}") from None
+        if body.builtin is not None:
+            candidates, cache = builtin(body.builtin), True
+        else:
+            try:
+                candidates, cache = from_values(body.candidates, body.type, "pasted list"), False
+            except ValueError as exc:
+                raise HTTPException(422, f"candidates: {exc}") from None
+        job = IdentifyJob(
+            model=inv.name, text=body.text or "", vector=vector, candidates=candidates, top_k=body.top_k, cache=cache
+        )
+        _submit(request, job)
+        try:
+            return await asyncio.wrap_future(job.future)
+        except asyncio.CancelledError:
+            job.cancel()
+            raise
 
 
 def _document_stream_events(app: FastAPI) -> None:

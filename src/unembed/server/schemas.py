@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from ..identify import BUILTIN_NAMES, MAX_VALUE_CHARS
 from ..sampling import STRATEGIES
 
 MAX_TEXT_CHARS = 2000
@@ -65,6 +66,48 @@ class InvertRequest(_Request):
         if (self.text is None) == (self.embedding is None):
             raise ValueError("give exactly one of 'text' or 'embedding'")
         return self
+
+
+MAX_CANDIDATES = 10_000
+Candidate = Annotated[str, Field(min_length=1, max_length=MAX_VALUE_CHARS)]
+
+
+class IdentifyRequest(_Request):
+    """Rank a list of candidate values for a vector (``embedding``, or the embedding of ``text``):
+    the known-value attack (``unembed.identify``)."""
+
+    text: Text | None = None
+    embedding: list[FiniteFloat] | None = Field(None, min_length=1, max_length=MAX_VECTOR_LEN)
+    candidates: list[Candidate] | None = Field(
+        None, min_length=1, max_length=MAX_CANDIDATES, description="candidate values, one per item"
+    )
+    builtin: Literal[BUILTIN_NAMES] | None = Field(None, description="a built-in public list instead")
+    type: str = Field("value", min_length=1, max_length=40, description="what the candidates are, e.g. person")
+    top_k: int = Field(5, ge=1, le=50)
+    model: str | None = None
+
+    @model_validator(mode="after")
+    def _one_each(self) -> IdentifyRequest:
+        if (self.text is None) == (self.embedding is None):
+            raise ValueError("give exactly one of 'text' or 'embedding'")
+        if (self.candidates is None) == (self.builtin is None):
+            raise ValueError("give exactly one of 'candidates' or 'builtin'")
+        return self
+
+
+class RankedCandidate(BaseModel):
+    value: str
+    type: str
+    score: float = Field(description="the candidate's score, standardised against the list (z)")
+    probability: float = Field(description="probability that the vector holds this value")
+
+
+class IdentifyResponse(BaseModel):
+    model: str
+    source: str = Field(description="where the candidates came from")
+    list_size: int
+    scorer: str = Field(description="whitened (fitted for the model's encoder) or cosine")
+    candidates: list[RankedCandidate]
 
 
 class StepEvent(BaseModel):

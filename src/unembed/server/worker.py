@@ -31,7 +31,7 @@ import numpy as np
 
 from ..inverter import Inverter
 from ..metrics import cosine, token_accuracy_per_row
-from .schemas import EncodeResponse, ErrorEvent, FinalEvent, StepEvent, Timings, WorkerStats
+from .schemas import EncodeResponse, ErrorEvent, FinalEvent, IdentifyResponse, StepEvent, Timings, WorkerStats
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,25 @@ class EncodeJob(Job):
 
 
 @dataclass(eq=False)
+class IdentifyJob(EncodeJob):
+    """Rank ``candidates`` for one vector (or the embedding of ``text``); an IdentifyResponse arrives
+    on ``future``. Never batched: each request has its own list."""
+
+    vector: np.ndarray | None = None
+    candidates: Any = None  # identify.CandidateList or FullNames
+    top_k: int = 5
+    cache: bool = False  # pasted lists are embedded in memory; built-in ones cached on disk
+
+    @property
+    def key(self) -> tuple:
+        return ("identify", self.model, id(self))
+
+    @property
+    def batchable(self) -> bool:
+        return False
+
+
+@dataclass(eq=False)
 class InvertJob(Job):
     """Invert one vector (or the embedding of ``text``); events go to ``events`` on ``loop``.
 
@@ -149,6 +168,7 @@ class Worker:
         self._stats = {"batches": 0, "largest_batch": 0, "finished": 0, "cancelled": 0, "steps": 0}
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._scorers: dict[str, Any] = {}  # model name -> identify.Scorer, loaded on first use
 
     # ---- called from the event loop --------------------------------------------------------------
     def start(self) -> None:
@@ -238,10 +258,30 @@ class Worker:
 
     def _execute(self, batch: list[Job]) -> None:
         inv = self.inverters[batch[0].model]
-        if isinstance(batch[0], EncodeJob):
+        if isinstance(batch[0], IdentifyJob):
+            self._identify(inv, batch[0])
+        elif isinstance(batch[0], EncodeJob):
             self._encode(inv, batch)
         else:
             self._invert(inv, batch)
+
+    def _identify(self, inv: Inverter, job: IdentifyJob) -> None:
+        from ..identify import Scorer, identify
+
+        if inv.name not in self._scorers:
+            self._scorers[inv.name] = Scorer.load(inv.folder) if inv.folder else Scorer.cosine()
+        scorer = self._scorers[inv.name]
+        vector = inv.encode(job.text) if job.vector is None else job.vector[None]
+        rows = identify(vector, [job.candidates], inv.encoder, scorer, job.top_k, cache=job.cache)
+        job.resolve(
+            IdentifyResponse(
+                model=inv.name,
+                source=job.candidates.source,
+                list_size=len(job.candidates) if hasattr(job.candidates, "first") else len(job.candidates.values),
+                scorer=scorer.kind,
+                candidates=rows[0],
+            )
+        )
 
     def _encode(self, inv: Inverter, batch: list[EncodeJob]) -> None:
         vectors = inv.encode([j.text for j in batch])

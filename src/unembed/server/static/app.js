@@ -1,5 +1,6 @@
 // unembed demo page: plain JavaScript, no build step, no external resources.
-// Talks to the API of the same origin: /api/models, /api/encode, /api/invert (Server-Sent Events over fetch).
+// Talks to the API of the same origin: /api/models, /api/encode, /api/invert (Server-Sent Events over fetch),
+// /api/identify (the known-value attack).
 "use strict";
 
 const EXAMPLES = [
@@ -9,12 +10,15 @@ const EXAMPLES = [
   "We will meet at the train station at nine tomorrow morning.",
   "Embeddings leak information about the text they came from.",
 ];
+const MAX_CANDIDATES = 10000; // the API's limits (server/schemas.py), checked here to explain them beside the input
+const MAX_CANDIDATE_CHARS = 300;
 const STEP_MS = 160; // pace of the live animation: fast servers still show every step
 
 const $ = (id) => document.getElementById(id);
 const state = {
   models: [],
   vector: null, // the last embedding shown in the vector panel
+  vectorStale: false, // the sentence was edited after that vector was made
   steps: [], // StepEvent objects of the current inversion
   shown: 0, // how many steps the live animation has drawn
   final: null,
@@ -114,6 +118,7 @@ async function embed(text, signal) {
 
 function showVector(vector, note) {
   state.vector = vector;
+  state.vectorStale = false;
   const norm = Math.sqrt(vector.reduce((s, x) => s + x * x, 0));
   const max = vector.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
   $("vector-summary").textContent =
@@ -430,6 +435,66 @@ async function runInversion(source) {
   }
 }
 
+// ---- the known-value attack ----------------------------------------------------------------------------
+
+function identifyStatus(message, isError = false) {
+  const node = $("identify-status");
+  node.textContent = message;
+  node.classList.toggle("error", isError);
+}
+
+function clearIdentified() {
+  $("identify-table").hidden = true;
+  $("identify-table").querySelector("tbody").replaceChildren();
+  identifyStatus("");
+}
+
+function identifyRequest() {
+  const body = { model: currentModel() ? currentModel().name : undefined, top_k: 10 };
+  if (state.vector && !state.vectorStale) body.embedding = state.vector;
+  else if ($("text").value.trim()) body.text = $("text").value;
+  else throw new Error("Embed or invert a sentence first: the candidates are ranked for its vector.");
+  const builtin = $("builtin").value;
+  if (builtin) {
+    body.builtin = builtin;
+    return body;
+  }
+  const lines = $("candidates").value.split("\n").map((x) => x.trim()).filter((x) => x);
+  if (!lines.length) throw new Error("Paste at least one candidate (one per line) or pick a built-in list.");
+  if (lines.length > MAX_CANDIDATES) throw new Error(`At most ${MAX_CANDIDATES.toLocaleString()} candidates, got ${lines.length.toLocaleString()}.`);
+  const long = lines.findIndex((x) => x.length > MAX_CANDIDATE_CHARS);
+  if (long >= 0) throw new Error(`Candidate ${long + 1} has ${lines[long].length} characters; at most ${MAX_CANDIDATE_CHARS} characters each.`);
+  body.candidates = lines;
+  body.type = $("candidate-type").value.trim() || "value";
+  return body;
+}
+
+async function runIdentify() {
+  clearIdentified();
+  let body;
+  try {
+    body = identifyRequest();
+  } catch (err) {
+    identifyStatus(err.message, true);
+    return;
+  }
+  identifyStatus(body.builtin ? "Ranking (a built-in list is embedded once, then cached)…" : "Ranking…");
+  try {
+    const result = await (await postJSON("/api/identify", body)).json();
+    const rows = result.candidates.map((c) => {
+      const tr = el("tr");
+      tr.append(el("td", "", c.value), el("td", "", c.type), el("td", "", c.score.toFixed(2)));
+      tr.append(el("td", "", `${(100 * c.probability).toFixed(1)}%`));
+      return tr;
+    });
+    $("identify-table").querySelector("tbody").replaceChildren(...rows);
+    $("identify-table").hidden = false;
+    identifyStatus(`${result.list_size.toLocaleString()} candidates from ${result.source}, scored by ${result.scorer}.`);
+  } catch (err) {
+    identifyStatus(err.message, true);
+  }
+}
+
 // ---- wiring -----------------------------------------------------------------------------------------
 
 function textOrComplain() {
@@ -502,6 +567,13 @@ function wire() {
     }
     $("vector-input").value = JSON.stringify(state.vector.map((x) => Number(x.toFixed(6))));
   });
+  $("identify").addEventListener("click", runIdentify);
+  $("text").addEventListener("input", () => {
+    state.vectorStale = true;
+    clearIdentified();
+  });
+  $("candidates").addEventListener("input", clearIdentified);
+  $("builtin").addEventListener("change", clearIdentified);
   $("slider").addEventListener("input", (e) => replayTo(parseInt(e.target.value, 10)));
   $("play").addEventListener("click", play);
 }
