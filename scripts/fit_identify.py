@@ -79,7 +79,7 @@ def fit_calibration(zs: list[np.ndarray], targets: list[np.ndarray]) -> tuple[fl
         return loss
 
     loss = opt.step(nll)
-    return float(a), float(b), float(loss)
+    return float(a.detach()), float(b.detach()), float(loss.detach())
 
 
 def main() -> int:

@@ -185,11 +185,24 @@ def test_procrustes_with_enough_pairs_leaks_like_no_defense(report):
     assert cos == sorted(cos) and rows[("truncate:8", "ridge least squares", 40)]["input_cosine"] > 0.2
 
 
+def test_the_known_value_attack_is_measured_through_each_defense_and_map(report):
+    rows = {(x["defense"], x["attacker"], x["k"]): x for x in report[1]["rows"]}
+    base = rows[("none", "naive", None)]["identified"]
+    assert base > 0.2  # chance is 0.1%: even the 32-d fake bag-of-tokens encoder gives names away
+    assert rows[("rotate", "naive", None)]["identified"] < 0.05  # a secret rotation stops the naive attacker
+    assert rows[("rotate", "procrustes", 40)]["identified"] == pytest.approx(base)  # the exact map undoes it
+    assert rows[("truncate:8", "naive", None)]["identified"] is None
+    noisy = rows[("noise:0.05", "noise-aware model", None)]
+    assert noisy["identified"] == rows[("noise:0.05", "naive", None)]["identified"]
+    assert all(x["identified"] is None or 0 <= x["identified"] <= 1 for x in rows.values())
+
+
 def test_outputs(report):
     out, r = report
     assert json.loads((out / "defend.json").read_text()) == json.loads(json.dumps(r))
     md = (out / "defend.md").read_text()
-    assert "| defense | attacker | k | token acc | BLEU | exact | input cos | recall@10 | note |" in md
+    head = "| defense | attacker | k | token acc | BLEU | exact | input cos | names identified | recall@10 | note |"
+    assert head in md and "known-value attack" in md
     assert md.count("\n| ") == len(r["rows"]) + 1 and "| n/a |" in md and "first 40 rows" in md
     assert (out / "privacy_utility.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

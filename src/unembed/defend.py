@@ -30,6 +30,12 @@ first ``n - pool`` rows, which are scored for every defense and attacker, and th
 ``pool = min(max(k), n // 2)`` rows, the attacker's leaked pairs. Without a linear defense all rows
 are scored.
 
+**The known-value attack** (``unembed.identify``) is measured beside each attacker: 200 synthetic
+one-sentence records holding a full name go through the same defense and the same fitted map, and
+``identified`` is the share whose name ranks first among a hard list of 1,000 names that the
+attacker embeds with the clean encoder. It needs no decoder, so the noise-aware model adds nothing
+to it.
+
 **Utility**: nearest-neighbour recall@10 over all n rows: for each row, the share of its 10 nearest
 neighbours by cosine among the clean vectors (itself excluded) that are also among its 10 nearest
 neighbours among the defended vectors.
@@ -66,6 +72,8 @@ SPLITS = ("train", "validation", "test", "all")
 KINDS = ("none", "noise", "quantize", "truncate", "rotate")
 USAGE = "noise:SIGMA, quantize:int8, quantize:binary, truncate:DIMS or rotate"
 QUERY_BLOCK = 1024
+PROBE_N = 200  # known-value probe: synthetic records, and the size of the list their names hide in
+PROBE_LIST = 1000
 RIDGE_GRID = (0.0, *(10.0**e for e in range(-8, 2)))  # ridge lam / largest squared singular value
 
 
@@ -233,8 +241,40 @@ class Scorer:
         }
 
 
+class KnownValueProbe:
+    """The known-value attack on each defense: PROBE_N one-sentence synthetic records holding a full
+    name (``unembed.records``, test templates), each name to be singled out among a hard list of
+    PROBE_LIST names embedded by the clean encoder (the attacker embeds candidates itself). The
+    records' clean vectors go through the same defense and the same fitted map as the scored rows."""
+
+    def __init__(self, inv: Inverter, seed: int):
+        from . import records
+        from .identify import Scorer as IdScorer
+
+        names = records.values("person", PROBE_N, seed=seed + 11)
+        recs = records.make_records("person", names, "test", seed=seed + 12)
+        pool = records.candidate_pool("person", names, PROBE_LIST, seed=seed + 13)
+        self.clean = _unit(inv.encode([r.text for r in recs]))
+        self.cand = inv.encode(pool)
+        self.truth = np.array([pool.index(n) for n in names])
+        self.scorer = IdScorer.load(inv.folder) if inv.folder else IdScorer.cosine()
+
+    def identified(self, vectors: np.ndarray) -> float:
+        """Share of the probe records whose name ranks first, given what the attacker can build."""
+        from .identify import rank
+
+        ranked = rank(np.asarray(vectors, np.float32), self.cand, self.scorer, 1)
+        return float(np.mean([r.index[0] == t for r, t in zip(ranked, self.truth)]))
+
+
 def _row(
-    defense: str, attacker: str, recall: float, k: int | None = None, leak: dict | None = None, note: str = ""
+    defense: str,
+    attacker: str,
+    recall: float,
+    k: int | None = None,
+    leak: dict | None = None,
+    note: str = "",
+    identified: float | None = None,
 ) -> dict[str, Any]:
     leak = leak or {}
     keys = ("token_accuracy", "bleu", "exact_match", "input_cosine")
@@ -243,6 +283,7 @@ def _row(
         "attacker": attacker,
         "k": k,
         **{key: leak.get(key) for key in keys},
+        "identified": identified,
         f"recall@{RECALL_AT}": recall,
         "note": note,
     }
@@ -271,14 +312,17 @@ def attack_defense(
     ks: list[int],
     seed: int,
     noise_inv: Inverter | None,
+    probe: KnownValueProbe,
 ) -> list[dict[str, Any]]:
     """Every attacker's row for one defense: naive, then the adaptive ones."""
     defended = d.apply(clean_all, seed)
+    probed = d.apply(probe.clean, seed)
     recall = recall_at_k(clean_all, defended)
     test, pool = defended[:n_eval], defended[n_eval:]
     rows = []
     if defended.shape[1] == inv.dim:
-        rows.append(_row(d.spec, "naive", recall, leak=scorer.leakage(inv, test, f"{d.spec} naive")))
+        leak = scorer.leakage(inv, test, f"{d.spec} naive")
+        rows.append(_row(d.spec, "naive", recall, leak=leak, identified=probe.identified(probed)))
     else:
         rows.append(
             _row(
@@ -292,7 +336,8 @@ def attack_defense(
         for k in ks:
             w = fit_map(d, pool[:k], clean_all[n_eval : n_eval + k])
             leak = scorer.leakage(inv, (test @ w).astype(np.float32), f"{d.spec} {d.map_name} k={k}")
-            rows.append(_row(d.spec, d.map_name, recall, k, leak, f"map fitted on {k} leaked pairs"))
+            found = probe.identified(probed @ w)
+            rows.append(_row(d.spec, d.map_name, recall, k, leak, f"map fitted on {k} leaked pairs", found))
     if d.kind == "noise":
         if noise_inv is None:
             rows[0]["note"] = "no noise-aware model given (unembed train ... train.cond_noise=SIGMA)"
@@ -305,7 +350,9 @@ def attack_defense(
                     "noise-aware model",
                     recall,
                     leak=leak,
-                    note=f"{noise_inv.name}, trained with cond_noise={sigma:g}",
+                    note=f"{noise_inv.name}, trained with cond_noise={sigma:g}; the known-value attack needs no "
+                    "decoder (same as naive)",
+                    identified=rows[0]["identified"],
                 )
             )
     return rows
@@ -396,10 +443,12 @@ def run_defend(
     scorer = Scorer(
         ref_ids, inv.tokenizer.decode_batch(ref_ids), clean[:n_eval], strategy, num_steps, seed, batch_size, bar
     )
+    probe = KnownValueProbe(inv, seed)
     with bar:
-        rows = [_row("none", "naive", 1.0, leak=scorer.leakage(inv, clean[:n_eval], "no defense"), note="baseline")]
+        leak = scorer.leakage(inv, clean[:n_eval], "no defense")
+        rows = [_row("none", "naive", 1.0, leak=leak, note="baseline", identified=probe.identified(probe.clean))]
         for d in parsed:
-            rows += attack_defense(d, inv, scorer, clean, n_eval, ks, seed, noise_inv)
+            rows += attack_defense(d, inv, scorer, clean, n_eval, ks, seed, noise_inv, probe)
     result = {
         "model": inv.name,
         "encoder": inv.cfg.encoder.name,
@@ -413,6 +462,7 @@ def run_defend(
         "num_steps": num_steps,
         "seed": seed,
         "recall_at": RECALL_AT,
+        "known_value_probe": f"{PROBE_N} synthetic one-sentence records, each name among {PROBE_LIST} (hard list)",
         "rows": rows,
     }
     write_outputs(Path(out), result)
@@ -432,7 +482,18 @@ def _cell(v: Any, pct: bool = False) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     """The privacy–utility table: one row per defense x attacker (x k)."""
-    head = ["defense", "attacker", "k", "token acc", "BLEU", "exact", "input cos", f"recall@{RECALL_AT}", "note"]
+    head = [
+        "defense",
+        "attacker",
+        "k",
+        "token acc",
+        "BLEU",
+        "exact",
+        "input cos",
+        "names identified",
+        f"recall@{RECALL_AT}",
+        "note",
+    ]
     rows = [
         [
             r["defense"],
@@ -442,6 +503,7 @@ def markdown(result: dict[str, Any]) -> str:
             "n/a" if r["bleu"] is None else f"{r['bleu']:.1f}",
             _cell(r["exact_match"], True),
             _cell(r["input_cosine"]),
+            _cell(r.get("identified"), True),
             _cell(r[f"recall@{RECALL_AT}"]),
             r["note"],
         ]
@@ -451,7 +513,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"Model `{result['model']}` on {result['data']}: leakage scored on the first {result['n_scored']} rows"
         + (f", adaptive maps fitted on k of the other {result['n_leak_pool']}" if result["n_leak_pool"] else "")
         + f"; recall@{RECALL_AT} over all {result['n']} rows. Strategy {result['strategy']}, "
-        f"{result['num_steps']} steps, seed {result['seed']}."
+        f"{result['num_steps']} steps, seed {result['seed']}. Names identified: the known-value attack "
+        f"(`unembed identify`) on {result['known_value_probe']}, through the same defense and map."
     )
     return intro + "\n\n" + markdown_table(head, rows) + "\n"
 

@@ -248,8 +248,9 @@ class Scorer:
 
     @classmethod
     def cosine(cls) -> Scorer:
-        # Calibration of raw cosine for all-MiniLM-L6-v2 records (scripts/fit_identify.py --kind cosine).
-        return cls("cosine", a=2.0, b=-1.0, meta={"note": "raw cosine, generic calibration"})
+        # Calibration of raw cosine, fitted on all-MiniLM-L6-v2 records by scripts/fit_identify.py
+        # (identify.json's cosine_calibration): used for encoders without a fitted scorer.
+        return cls("cosine", a=1.7546, b=1.8340, meta={"note": "raw cosine, calibration fitted on all-MiniLM-L6-v2"})
 
     @classmethod
     def load(cls, folder: Path) -> Scorer:
