@@ -331,3 +331,70 @@ def test_invert_out_never_touches_the_input(capsys, places, tmp_path):
         assert code == 2 and "also the input" in err
     assert vectors.read_bytes() == Path(places["V"]).read_bytes()
     assert json.dumps(np.load(vectors).tolist()) == json.dumps(np.load(places["V"]).tolist())
+
+
+# ---- nothing is overwritten without --force ------------------------------------------------------------
+
+
+def _planted(folder: Path, names: list[str]) -> dict[Path, bytes]:
+    folder.mkdir(parents=True, exist_ok=True)
+    planted = {}
+    for name in names:
+        (folder / name).write_bytes(f"unrelated {name}\n".encode())
+        planted[folder / name] = (folder / name).read_bytes()
+    return planted
+
+
+@pytest.mark.parametrize(
+    "command, names",
+    [
+        (["evaluate", "--texts", "T", "--model", "M", "--out", "{d}/r.json"], ["r.json"]),
+        (["evaluate", "--texts", "T", "--model", "M", "--out", "{d}/r.json"], ["r.jsonl"]),
+        (["evaluate", "--texts", "T", "--model", "M", "--sweep", "--out", "{d}/r.json"], ["r.sweep.png"]),
+        (["evaluate", "--texts", "T", "--model", "M", "--sweep", "--out", "{d}/r.json"], ["r.sweep.md"]),
+        (["defend", "--data", "D", "--model", "M", "--defense", "rotate", "--out", "{d}"], ["defend.md"]),
+        (["defend", "--data", "D", "--model", "M", "--defense", "rotate", "--out", "{d}"], ["privacy_utility.png"]),
+        (["invert", "--vectors", "V", "--model", "M", "--out", "{d}/x.jsonl"], ["x.jsonl"]),
+        (["identify", "--vectors", "V", "--candidates", "T", "--model", "M", "--out", "{d}/x.jsonl"], ["x.jsonl"]),
+        (["audit", "V", "--model", "M", "--out", "{d}"], ["notes.txt"]),
+    ],
+)
+def test_every_file_a_command_would_write_is_checked_first(capsys, places, tmp_path, command, names):
+    planted = _planted(tmp_path / "out", names)
+    argv = [a.format(d=tmp_path / "out") for a in _fill(command, places, 0)]
+    code, err = run_main(capsys, argv)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "--force" in err or "not empty" in err, err
+    assert {p: p.read_bytes() for p in planted} == planted
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(names)  # nothing else was written
+
+
+def test_an_output_beside_the_input_names_both(capsys, places, tmp_path):
+    texts = tmp_path / "t.jsonl"
+    texts.write_text("not a texts file\n")
+    code, err = run_main(
+        capsys, ["evaluate", "--texts", str(texts), "--model", places["M"], "--out", str(tmp_path / "t.json")]
+    )
+    assert code == 2 and f"--out {tmp_path / 't.json'} would write {texts}, which is the input" in err, err
+    code, err = run_main(
+        capsys, ["evaluate", "--texts", places["T"], "--model", places["M"], "--out", str(tmp_path / "r.jsonl")]
+    )
+    assert code == 2 and "cannot end in .jsonl" in err, err
+
+
+def test_defend_force_overwrites_an_earlier_run(capsys, places, tmp_path):
+    planted = _planted(tmp_path / "out", ["defend.md"])
+    argv = [
+        "defend",
+        "--data",
+        places["D"],
+        "--model",
+        places["M"],
+        "--defense",
+        "rotate",
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    code, err = run_main(capsys, [*argv, "--split", "all", "--limit", "8", "--no-progress", "--force"])
+    assert code == 0, err
+    assert (tmp_path / "out" / "defend.md").read_bytes() != planted[tmp_path / "out" / "defend.md"]

@@ -234,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "validation", "test", "all"])
     p.add_argument("--limit", type=_positive_int, default=None)
     p.add_argument("--out", required=True, help="folder for defend.json, defend.md and privacy_utility.png")
+    p.add_argument("--force", action="store_true", help="overwrite the files of an earlier run in --out")
     p.add_argument(
         "--attack-k",
         type=_positive_int,
@@ -376,6 +377,22 @@ def out_file(path: str, flag: str = "--out", inputs: tuple = (), force: bool = F
         raise CliError(f"{flag} {path} exists; use --force to overwrite it")
     _creatable(p, flag)
     return p
+
+
+def out_files(out: Path, paths: list[Path], flag: str = "--out", inputs: tuple = (), force: bool = False) -> None:
+    """Every file a command writes for ``flag`` (``out`` and the files it writes beside or inside it),
+    checked before any work: none is an input or a folder, none exists unless ``force``."""
+    for p in paths:
+        for src in inputs:
+            if src is not None and Path(src).exists() and _same_path(p, src):
+                what = "is also the input" if p == out else f"would write {p}, which is the input {src}"
+                raise CliError(f"{flag} {out} {what}: write the results elsewhere")
+        if p.is_dir():
+            raise CliError(f"{flag} {out}: {p} is a folder")
+        if p.exists() and not force:
+            beside = "" if p == out else f" would overwrite {p}"
+            raise CliError(f"{flag} {out}{beside or ' exists'}; use --force to overwrite it")
+    _creatable(out, flag)
 
 
 def out_dir(path: str, flag: str = "--out") -> Path:
@@ -618,8 +635,10 @@ def cmd_evaluate(args) -> int:
     in_file(args.texts, "--texts")
     in_dir(args.data, "--data", marker="manifest.json")
     if args.out:
-        report = out_file(args.out, inputs=(args.texts,), force=args.force)
-        out_file(str(report.with_suffix(".jsonl")), inputs=(args.texts,), force=True)
+        from .evaluate import output_paths
+
+        report = Path(args.out)
+        out_files(report, output_paths(report, args.sweep), inputs=(args.texts,), force=args.force)
     _device(args.device)
     if args.data:
         _model_fits_data(args.model, args.data)
@@ -647,7 +666,9 @@ def cmd_evaluate(args) -> int:
 def cmd_audit(args) -> int:
     in_source(args.vectors, "vectors")
     in_file(args.texts, "--texts")
-    out_dir(args.out)
+    out = out_dir(args.out)
+    if out.is_dir() and any(out.iterdir()) and not (out / "progress.json").is_file():
+        raise CliError(f"--out {out} is not empty and holds no audit to resume: use another --out")
     _device(args.device)
     from .audit import run_audit
 
@@ -711,7 +732,10 @@ def cmd_identify(args) -> int:
 
 def cmd_defend(args) -> int:
     in_dir(args.data, "--data", marker="manifest.json")
-    out_dir(args.out)
+    out = out_dir(args.out)
+    from .defend import OUTPUT_FILES
+
+    out_files(out, [out / name for name in OUTPUT_FILES], force=args.force)
     _device(args.device)
     _model_fits_data(args.model, args.data)
     if args.noise_model:

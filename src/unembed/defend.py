@@ -72,6 +72,7 @@ SPLITS = ("train", "validation", "test", "all")
 KINDS = ("none", "noise", "quantize", "truncate", "rotate")
 USAGE = "noise:SIGMA, quantize:int8, quantize:binary, truncate:DIMS or rotate"
 QUERY_BLOCK = 1024
+OUTPUT_FILES = ("defend.json", "defend.md", "privacy_utility.png")
 PROBE_N = 200  # known-value probe: synthetic records, and the size of the list their names hide in
 PROBE_LIST = 1000
 RIDGE_GRID = (0.0, *(10.0**e for e in range(-8, 2)))  # ridge lam / largest squared singular value
@@ -560,9 +561,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def write_outputs(out: Path, result: dict[str, Any]) -> None:
-    """defend.json, defend.md and privacy_utility.png in ``out`` (created if needed)."""
+    """OUTPUT_FILES (defend.json, defend.md and privacy_utility.png) in ``out`` (created if needed)."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "defend.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "defend.md").write_text(markdown(result))
-    plot(result, out / "privacy_utility.png")
+    json_file, md_file, png_file = (out / name for name in OUTPUT_FILES)
+    json_file.write_text(json.dumps(result, indent=1) + "\n")
+    md_file.write_text(markdown(result))
+    plot(result, png_file)
     log.info("wrote %s", out / "defend.md")

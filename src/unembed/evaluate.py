@@ -574,17 +574,32 @@ def plot_sweep(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> N
     plt.close(fig)
 
 
+def output_paths(out: Path, sweep: bool) -> list[Path]:
+    """Every file ``write_outputs`` writes for report ``out``: out, out.jsonl beside it, and with a
+    sweep out.sweep.{json,md,png}. ValueError when ``out`` itself ends in .jsonl (the two would be
+    one file)."""
+    out = Path(out)
+    if out.suffix == ".jsonl":
+        raise ValueError(
+            f"--out {out}: the report cannot end in .jsonl (its per-sentence records go to a .jsonl beside it)"
+        )
+    stem = out.with_suffix("")
+    sweeps = [Path(f"{stem}.sweep.{ext}") for ext in ("json", "md", "png")] if sweep else []
+    return [out, out.with_suffix(".jsonl"), *sweeps]
+
+
 def write_outputs(out: Path, report: dict[str, Any], records: Sequence[dict[str, Any]], tables: list[str]) -> None:
-    """report.json, report.jsonl beside it, and with a sweep report.sweep.{json,md,png}."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
-    with open(out.with_suffix(".jsonl"), "w") as fh:
+    """The files of ``output_paths``: report.json, report.jsonl beside it, with a sweep report.sweep.*."""
+    report_file, records_file, *sweep_files = output_paths(out, "sweep" in report)
+    report_file.parent.mkdir(parents=True, exist_ok=True)
+    report_file.write_text(json.dumps(report, indent=1) + "\n")
+    with open(records_file, "w") as fh:
         for rec in records:
             fh.write(json.dumps(rec) + "\n")
-    if "sweep" in report:
-        stem = out.with_suffix("")
-        Path(f"{stem}.sweep.json").write_text(json.dumps(report["sweep"], indent=1) + "\n")
-        Path(f"{stem}.sweep.md").write_text(tables[-1] + "\n")
+    if sweep_files:
+        json_file, md_file, png_file = sweep_files
+        json_file.write_text(json.dumps(report["sweep"], indent=1) + "\n")
+        md_file.write_text(tables[-1] + "\n")
         title = f"{report['model']} on {report['data']}, n={report['n']}"
-        plot_sweep(report["sweep"], Path(f"{stem}.sweep.png"), title)
-    log.info("wrote %s and %s", out, out.with_suffix(".jsonl"))
+        plot_sweep(report["sweep"], png_file, title)
+    log.info("wrote %s and %s", report_file, records_file)
