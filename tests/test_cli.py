@@ -147,3 +147,17 @@ def test_invert_vectors_streams_resumes_after_a_kill_and_matches_an_uninterrupte
     resumed = out.read_text().splitlines()
     assert resumed == (tmp_path / "straight.jsonl").read_text().splitlines()
     assert [json.loads(line)["id"] for line in resumed] == list(range(80))
+
+
+def test_a_very_long_line_draws_no_tokenizer_warning(tmp_path, tiny_model_dir):
+    import os
+    import subprocess
+    import sys
+
+    long = tmp_path / "long.txt"
+    long.write_text("word " * 100_000 + "\n")  # 500 KB on one line: far over every model's length
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    argv = ["-m", "unembed.cli", "evaluate", "--model", str(tiny_model_dir), "--texts", str(long)]
+    done = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "indexing errors" not in done.stderr and "Token indices sequence length" not in done.stderr

@@ -398,3 +398,43 @@ def test_defend_force_overwrites_an_earlier_run(capsys, places, tmp_path):
     code, err = run_main(capsys, [*argv, "--split", "all", "--limit", "8", "--no-progress", "--force"])
     assert code == 0, err
     assert (tmp_path / "out" / "defend.md").read_bytes() != planted[tmp_path / "out" / "defend.md"]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_misleading_errors_name_the_file_or_the_service(capsys, places, tmp_path):
+    noise = tmp_path / "noise.npy"
+    noise.write_bytes(os.urandom(16))
+    renamed = tmp_path / "renamed.npy"
+    renamed.write_text("The weather is lovely today.\n")
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("Caf\xe9 au lait.\n".encode("latin-1"))
+    port = _closed_port()
+    cases = [
+        (["invert", "--model", places["M"], "--vectors", str(noise)], "noise.npy: not a NumPy .npy file"),
+        (["invert", "--model", places["M"], "--vectors", str(renamed)], "renamed.npy: not a NumPy .npy file"),
+        (["evaluate", "--model", places["M"], "--texts", str(latin)], f"texts file {latin}: line 1 is not UTF-8"),
+        (
+            [
+                "audit",
+                f"qdrant+http://127.0.0.1:{port}?collection=c",
+                "--model",
+                places["M"],
+                "--out",
+                str(tmp_path / "a"),
+            ],
+            "cannot connect",
+        ),
+        (
+            ["invert", "--model", places["M"], "--vectors", f"postgres://u@127.0.0.1:{port}/db?table=t&column=c"],
+            "cannot connect",
+        ),
+    ]
+    for argv, message in cases:
+        code, err = run_main(capsys, argv)
+        assert code == 2 and err.count("\n") == 1 and message in err, (argv, err)
+        assert "pickle" not in err and "unexpected" not in err

@@ -36,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from . import kernels
+from .files import read_lines
 from .inverter import Inversion, Inverter
 from .metrics import (
     bleu,
@@ -103,10 +104,7 @@ class Targets:
 
 def read_text_file(path: str | Path, limit: int | None = None) -> list[str]:
     """Non-blank lines of a UTF-8 text file, stripped, the first ``limit`` of them."""
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"texts file not found: {path}")
-    lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
+    lines = [ln.strip() for ln in read_lines(path, "texts file")]
     texts = [ln for ln in lines if ln]
     if not texts:
         raise ValueError(f"texts file {path} has no non-blank lines")
@@ -320,8 +318,7 @@ def teacher_forced_accuracy(
 
 def truncated_count(inv: Inverter, texts: Sequence[str]) -> int:
     """How many texts have more than L-1 decoder tokens (their reference is cut)."""
-    ids = inv.tokenizer.hf(list(texts), add_special_tokens=False)["input_ids"]
-    return sum(len(x) > inv.cfg.model.seq_len - 1 for x in ids)
+    return sum(inv.tokenizer.is_cut(texts))
 
 
 # ---- one configuration -------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .corpus import cache_root
+from .files import read_lines
 
 log = logging.getLogger(__name__)
 
@@ -170,23 +171,13 @@ def read_candidates(spec: str) -> Candidates:
         return builtin(spec.split(":", 1)[1])
     kind, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
     kind = kind.strip() or "value"
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"candidates file not found: {path}")
-    data = p.read_bytes()
-    if b"\0" in data:
-        raise ValueError(f"candidates file {path} is binary (it holds NUL bytes), not one value a line")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise ValueError(f"candidates file {path}: line {line} is not UTF-8 (save the file as UTF-8)") from None
-    for n, line in enumerate(text.splitlines(), 1):
+    lines = read_lines(path, "candidates file")
+    for n, line in enumerate(lines, 1):
         if len(line) > MAX_VALUE_CHARS:
             raise ValueError(
                 f"candidates file {path}:{n}: a line of {len(line):,} characters (at most {MAX_VALUE_CHARS})"
             )
-    return from_values(text.splitlines(), kind, p.name)
+    return from_values(lines, kind, Path(path).name)
 
 
 # ---- candidate vectors ------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ A SOURCE is a file path or a store URI:
 * ``faiss://INDEX_FILE[?meta=FILE.jsonl]``: vectors reconstructed from a FAISS index that stores
   them exactly (flat, HNSW-flat, IVF-flat, with or without an ID map); ``meta`` holds one JSON line
   per vector in index order with optional ``id`` and ``text``;
-* ``postgresql://USER@HOST:PORT/DB?table=T&column=C[&id=id][&text=TEXT]``: an array column
+* ``postgresql://USER@HOST:PORT/DB?table=T&column=C[&id=id][&text=TEXT]`` (or ``postgres://``): an array column
   (``real[]``, ``float8[]``, or pgvector's ``vector``, all read as ``real[]``), rows in ``id`` order;
   the password comes from the URI or libpq's environment (``PGPASSWORD``, ``~/.pgpass``);
 * ``milvus-lite://FILE.db?collection=NAME[&text=text]``: a Milvus Lite file.
@@ -45,7 +45,17 @@ import numpy as np
 from tqdm import tqdm
 
 FILE_FORMATS = (".npy", ".jsonl", ".parquet")
-SCHEMES = ("chroma", "lancedb", "qdrant", "qdrant+http", "qdrant+https", "faiss", "postgresql", "milvus-lite")
+SCHEMES = (
+    "chroma",
+    "lancedb",
+    "qdrant",
+    "qdrant+http",
+    "qdrant+https",
+    "faiss",
+    "postgresql",
+    "postgres",  # libpq's and SQLAlchemy's other spelling
+    "milvus-lite",
+)
 CHUNK_SIZE = 1024
 EXTRA = "pip install 'unembed[stores]'"
 
@@ -90,6 +100,7 @@ def open_source(spec: str | Path) -> Source:
         "qdrant+https": _qdrant,
         "faiss": _faiss,
         "postgresql": _postgres,
+        "postgres": _postgres,
         "milvus-lite": _milvus,
     }[scheme]
     return opener(url, redact(spec))
@@ -158,6 +169,11 @@ def _file_source(p: Path) -> Source:
 
 
 def _npy_chunks(p: Path, size: int) -> Iterator[Chunk]:
+    with open(p, "rb") as fh:
+        if fh.read(6) != b"\x93NUMPY":  # numpy calls anything without its signature "pickled data"
+            raise ValueError(
+                f"{p.name}: not a NumPy .npy file (it lacks the .npy signature); save vectors with np.save"
+            )
     try:
         arr = np.load(p, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
@@ -319,7 +335,13 @@ def _qdrant(url, label: str) -> Source:
         base = f"{url.scheme.split('+')[1]}://{url.hostname}:{url.port or 6333}"
         client = qc.QdrantClient(url=base, api_key=os.environ.get("QDRANT_API_KEY"))
     name = q["collection"]
-    if not client.collection_exists(name):
+    from qdrant_client.http.exceptions import ResponseHandlingException
+
+    try:
+        exists = client.collection_exists(name)
+    except (ResponseHandlingException, OSError) as exc:  # a refused port, a name that does not resolve
+        raise ValueError(f"{label.split('?')[0]}: cannot connect ({_first_line(exc)})") from None
+    if not exists:
         raise ValueError(f"{label.split('?')[0]}: no collection {name!r}")
 
     def vector_of(point) -> list[float]:

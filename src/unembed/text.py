@@ -58,6 +58,12 @@ class DecoderTokenizer:
             row[len(toks)] = s.eos_id
         return out
 
+    def is_cut(self, texts: Sequence[str]) -> list[bool]:
+        """Whether each text has more tokens than ``encode`` keeps (L-1). Tokenised only up to L
+        tokens, so a text of any length costs little and draws no over-length warning."""
+        ids = self.hf(list(texts), add_special_tokens=False, truncation=True, max_length=self.seq_len)["input_ids"]
+        return [len(x) > self.seq_len - 1 for x in ids]
+
     def fit(self, texts: Sequence[str]) -> tuple[list[str], list[int]]:
         """Cut each text after its first L-1 tokens (by character offsets, so case is kept).
 

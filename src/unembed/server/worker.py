@@ -286,8 +286,8 @@ class Worker:
     def _encode(self, inv: Inverter, batch: list[EncodeJob]) -> None:
         vectors = inv.encode([j.text for j in batch])
         ref = inv.tokenizer.encode([j.text for j in batch])
-        full = [len(inv.tokenizer.hf(j.text, add_special_tokens=False)["input_ids"]) for j in batch]
-        for job, vec, row, n in zip(batch, vectors, ref, full, strict=True):
+        cut = inv.tokenizer.is_cut([j.text for j in batch])
+        for job, vec, row, was_cut in zip(batch, vectors, ref, cut, strict=True):
             content = inv.tokenizer.content(row)
             job.resolve(
                 EncodeResponse(
@@ -296,7 +296,7 @@ class Worker:
                     dim=int(vec.shape[0]),
                     norm=float(np.linalg.norm(vec)),
                     tokens=inv.tokenizer.token_strings(content),
-                    truncated=n > len(content),
+                    truncated=was_cut,
                 )
             )
 
