@@ -23,6 +23,10 @@ log = logging.getLogger("unembed.cli")
 EXIT_USAGE = 2
 EXIT_CRASH = 1
 # The names of sampling.STRATEGIES, spelled here so that --help needs no torch (a test keeps them equal).
+VECTORS_HELP = (
+    "FILE.npy (float [N, D]) | FILE.jsonl (one object a line: 'embedding', optional 'id' and 'text') | "
+    "FILE.parquet (same columns) | a store URI (as for audit)"
+)
 STRATEGY_NAMES = ("confidence", "euler", "remask", "two-stage")
 LENGTH_MODES = ("auto", "head", "free")  # inverter.LENGTH_MODES (kept here: the parser imports no torch)
 PRECISIONS = ("auto", "fp32", "bf16", "int8")  # precision.PRECISIONS
@@ -37,6 +41,18 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
+class _Help(argparse.HelpFormatter):
+    """--help shows each option's default where it has one worth showing (not None, False or a
+    default its help already states)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default
+        if d in (None, False, argparse.SUPPRESS) or d == [] or "default" in text or not action.option_strings:
+            return text
+        return f"{text} (default: {d})"
 
 
 def _one_line(text: object) -> str:
@@ -97,7 +113,7 @@ def _add_inversion_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="'default', a name from `unembed models`, or a folder")
     p.add_argument("--strategy", type=_strategy, default=None, help=f"{' | '.join(STRATEGY_NAMES)} (model's default)")
     p.add_argument("--steps", type=_positive_int, default=None, help="decoder forward passes, 1..L (model's default)")
-    p.add_argument("--seed", type=_int, default=0)
+    p.add_argument("--seed", type=_int, default=0, help="seed of the decoder's random draws")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps")
     p.add_argument(
         "--length", choices=LENGTH_MODES, default=None, help="auto | head (length head fixes EOS first) | free"
@@ -124,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def add(name: str, **kw) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common], **kw)
+        return sub.add_parser(name, parents=[common], formatter_class=_Help, **kw)
 
     p = add("corpus", help="extract, filter and de-duplicate sentences into a JSONL file")
     p.add_argument("--source", required=True, help="builtin | c4 | FILE.txt | FILE.jsonl | FILE.parquet")
@@ -157,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("invert", help="invert texts (via their vectors) or a file of vectors")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", action="append", help="text to embed and invert (repeatable)")
-    src.add_argument("--vectors", help="FILE.npy|.jsonl|.parquet or a store URI (as for audit)")
+    src.add_argument("--vectors", help=VECTORS_HELP)
     p.add_argument("--out", help="with --vectors: write JSONL results here (streamed; rerun to resume)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.add_argument("--json", action="store_true", help="print JSON lines")
@@ -205,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inversion_args(p)
 
     p = add("identify", help="which of a list of candidate values each vector holds (the known-value attack)")
-    p.add_argument("--vectors", required=True, help="FILE.npy|.jsonl|.parquet or a store URI (as for audit)")
+    p.add_argument("--vectors", required=True, help=VECTORS_HELP)
     p.add_argument(
         "--candidates",
         action="append",
@@ -214,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="one value a line, e.g. person=names.txt; or builtin:person|first-names|last-names|countries|"
         "us-states|cities (repeatable)",
     )
-    p.add_argument("--top", type=_positive_int, default=5, help="candidates kept per record and list (default 5)")
+    p.add_argument("--top", type=_positive_int, default=5, help="candidates kept per record and list")
     p.add_argument("--out", help="write JSON lines here (rerun to resume); default: print them")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.add_argument("--limit", type=_positive_int, default=None, help="only the first N vectors")
@@ -550,6 +566,11 @@ def cmd_invert(args) -> int:
         else:
             print(res.text)
             print(f"  token accuracy {sc['token_accuracy']:.1%}  cosine {sc['cosine']:.3f}", file=sys.stderr)
+    if not args.json:
+        from .metrics import DEFINITIONS
+
+        for key in ("token_accuracy", "cosine"):
+            print(f"  ({key.replace('_', ' ')}: {DEFINITIONS[key]})", file=sys.stderr)
     return 0
 
 

@@ -39,6 +39,7 @@ from . import kernels
 from .files import read_lines
 from .inverter import Inversion, Inverter
 from .metrics import (
+    DEFINITIONS,
     bleu,
     cosine,
     exact_match,
@@ -520,11 +521,11 @@ def markdown_report(report: dict[str, Any]) -> str:
         "device",
         "torch_threads",
     ]
-    lines = ["| metric | value |", "|---|---|"]
+    lines = ["| metric | value | what it counts |", "|---|---|---|"]
     for k in keys:
         if k in report:
             label = k + (" (teacher-forced, not end-to-end)" if k.startswith("teacher_forced") else "")
-            lines.append(f"| {label} | {_fmt(k, report[k])} |")
+            lines.append(f"| {label} | {_fmt(k, report[k])} | {DEFINITIONS.get(k, '')} |")
     return "\n".join(lines)
 
 

@@ -14,6 +14,27 @@ from collections.abc import Sequence
 
 import numpy as np
 
+# What each reported number means, in one sentence: printed under the CLI's figures and beside
+# evaluate's table, and quoted by the README.
+DEFINITIONS = {
+    "token_accuracy": "share of the text's token positions (up to its end) where the reconstruction has the "
+    "same token at the same position",
+    "exact_match": "share of texts reconstructed exactly (whitespace aside)",
+    "bleu": "corpus BLEU of the reconstructions against the texts (sacrebleu, 0-100)",
+    "token_f1": "F1 of the reconstruction's tokens against the text's, order ignored",
+    "cosine": "cosine between the reconstruction, embedded again by the encoder, and the target vector",
+    "n": "texts inverted",
+    "forward_passes": "decoder forward passes per text",
+    "encoder_calls": "texts the attack itself embeds per text (0: the decoder alone; K with --rerank)",
+    "encoder_calls_total": "encoder_calls over the whole run",
+    "measurement_encoder_calls": "texts embedded only to measure the cosine, not part of the attack",
+    "target_encoder_calls": "texts embedded to make the target vectors from the texts (setup, not the attack)",
+    "latency_ms_p50": "milliseconds to invert one text, median",
+    "latency_ms_p95": "milliseconds to invert one text, 95th percentile",
+    "sentences_per_s": "texts inverted per second",
+    "n_truncated": "texts longer than the decoder's length, measured on their first L-1 tokens",
+}
+
 
 def reference_lengths(ref: np.ndarray, eos_id: int) -> np.ndarray:
     """[B, L] -> [B]: positions up to and including the first EOS (all L when there is none)."""

@@ -329,14 +329,16 @@ def _lancedb(url, label: str) -> Source:
 def _qdrant(url, label: str) -> Source:
     q = _params(url, ("collection",), {"vector": None, "text": "text"})
     qc = _need("qdrant_client", url.scheme)
+    from qdrant_client.http.exceptions import ResponseHandlingException
+
+    name = q["collection"]
     if url.scheme == "qdrant":
         client = qc.QdrantClient(path=str(_local_path(url)))
     else:
         base = f"{url.scheme.split('+')[1]}://{url.hostname}:{url.port or 6333}"
-        client = qc.QdrantClient(url=base, api_key=os.environ.get("QDRANT_API_KEY"))
-    name = q["collection"]
-    from qdrant_client.http.exceptions import ResponseHandlingException
-
+        # No version check: the client runs it on a thread of its own, which prints a warning in the
+        # middle of our output when the server is unreachable; a real mismatch fails on first use.
+        client = qc.QdrantClient(url=base, api_key=os.environ.get("QDRANT_API_KEY"), check_compatibility=False)
     try:
         exists = client.collection_exists(name)
     except (ResponseHandlingException, OSError) as exc:  # a refused port, a name that does not resolve
