@@ -106,7 +106,7 @@ def test_a_bad_vector_is_explained_on_the_page(page, site):
     page.click("#vector-panel summary")
     page.fill("#vector-input", "[1, 2, 3]")
     page.click("#invert-vector")
-    status = page.locator("#status")
+    status = page.locator("#vector-status")  # beside the paste box, not at the top of the page
     assert "this model needs 384" in status.inner_text()
     assert "error" in (status.get_attribute("class") or "")
     assert page.errors == []
@@ -216,4 +216,21 @@ def test_the_known_value_panel_ranks_pasted_candidates_and_clears_when_the_text_
     page.click("#identify")
     page.wait_for_selector("#identify-status.error")
     assert "at most 300 characters" in page.inner_text("#identify-status")
+    assert page.errors == []
+
+
+def test_editing_the_input_clears_every_panel_that_described_the_old_one(page, site):
+    page.fill("#text", SENTENCE)
+    page.click("#invert")
+    page.wait_for_selector("#final-text[data-state=done]", timeout=60_000)
+    assert page.inner_text("#final-text").strip() and "dimensions" in page.inner_text("#vector-summary")
+    page.fill("#text", "A different sentence now.")
+    assert page.inner_text("#final-text") == "" and page.inner_text("#original-text") == ""
+    assert page.inner_text("#vector-summary") == "Embed a sentence to see its vector."
+    assert page.locator("#grid .cell").count() == 0 and page.inner_text("#metrics") == ""
+    page.click("#invert")
+    page.wait_for_selector("#final-text[data-state=done]", timeout=60_000)
+    page.click("#vector-panel summary")
+    page.fill("#vector-input", "[0.1, 0.2]")  # a new pasted vector: the old result goes too
+    assert page.inner_text("#final-text") == "" and page.locator("#grid .cell").count() == 0
     assert page.errors == []

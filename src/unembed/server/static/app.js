@@ -18,7 +18,6 @@ const $ = (id) => document.getElementById(id);
 const state = {
   models: [],
   vector: null, // the last embedding shown in the vector panel
-  vectorStale: false, // the sentence was edited after that vector was made
   steps: [], // StepEvent objects of the current inversion
   shown: 0, // how many steps the live animation has drawn
   final: null,
@@ -118,7 +117,6 @@ async function embed(text, signal) {
 
 function showVector(vector, note) {
   state.vector = vector;
-  state.vectorStale = false;
   const norm = Math.sqrt(vector.reduce((s, x) => s + x * x, 0));
   const max = vector.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
   $("vector-summary").textContent =
@@ -226,6 +224,39 @@ function drawStep(index) {
   const slider = $("slider");
   slider.max = String(Math.max(ev.num_steps, 1));
   slider.value = String(index + 1);
+}
+
+// The input changed: what the panels show no longer belongs to it.
+function clearStale() {
+  if (state.controller) state.controller.abort();
+  state.controller = null;
+  clearInterval(state.timer);
+  clearInterval(state.playing);
+  state.timer = state.playing = null;
+  state.steps = [];
+  state.shown = 0;
+  state.final = null;
+  state.vector = null;
+  $("vector-summary").textContent = "Embed a sentence to see its vector.";
+  const canvas = $("vector-plot");
+  canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+  $("grid").replaceChildren();
+  $("step-label").textContent = "Invert to watch the decoder reveal tokens step by step.";
+  $("slider").disabled = true;
+  $("play").disabled = true;
+  for (const id of ["final-text", "original-text", "order-text"]) $(id).replaceChildren();
+  delete $("final-text").dataset.state;
+  $("word-summary").textContent = "";
+  $("metrics").textContent = "";
+  setStatus("");
+  vectorStatus("");
+  clearIdentified();
+}
+
+function vectorStatus(message, isError = false) {
+  const node = $("vector-status");
+  node.textContent = message;
+  node.classList.toggle("error", isError);
 }
 
 function resetRun() {
@@ -451,7 +482,7 @@ function clearIdentified() {
 
 function identifyRequest() {
   const body = { model: currentModel() ? currentModel().name : undefined, top_k: 10 };
-  if (state.vector && !state.vectorStale) body.embedding = state.vector;
+  if (state.vector) body.embedding = state.vector;
   else if ($("text").value.trim()) body.text = $("text").value;
   else throw new Error("Embed or invert a sentence first: the candidates are ranked for its vector.");
   const builtin = $("builtin").value;
@@ -555,11 +586,13 @@ function wire() {
     try {
       embedding = parsePastedVector();
     } catch (err) {
-      setStatus(err.message, true);
+      vectorStatus(err.message, true);
       return;
     }
+    vectorStatus("");
     runInversion({ embedding });
   });
+  $("vector-input").addEventListener("input", () => clearStale());
   $("copy-vector").addEventListener("click", () => {
     if (!state.vector) {
       setStatus("Embed a sentence first.", true);
@@ -568,11 +601,9 @@ function wire() {
     $("vector-input").value = JSON.stringify(state.vector.map((x) => Number(x.toFixed(6))));
   });
   $("identify").addEventListener("click", runIdentify);
-  $("text").addEventListener("input", () => {
-    state.vectorStale = true;
-    clearIdentified();
-  });
+  $("text").addEventListener("input", () => clearStale());
   $("candidates").addEventListener("input", clearIdentified);
+  $("model").addEventListener("change", () => clearStale());
   $("builtin").addEventListener("change", clearIdentified);
   $("slider").addEventListener("input", (e) => replayTo(parseInt(e.target.value, 10)));
   $("play").addEventListener("click", play);
