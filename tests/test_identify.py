@@ -141,8 +141,14 @@ def test_short_lists_are_padded_with_decoys_that_are_never_returned():
     clist = kv.from_values(["Ann Lee", "Bob Ray"], "person", "t")
     rows = kv.identify(enc.encode(["a record"]), [clist], enc, top_k=10)
     assert {e["value"] for e in rows[0]} == {"Ann Lee", "Bob Ray"}
-    decoys = kv.decoy_list("person", kv.MIN_LIST - 2)
-    assert len(decoys.values) == kv.MIN_LIST - 2 and decoys.values == kv.decoy_list("person", kv.MIN_LIST - 2).values
+    first = kv.builtin("first-names")  # 690 names: padded with decoys that are not on it
+    pad = kv.decoys_for(enc, first)
+    assert pad.shape == (kv.MIN_LIST - len(first.values), enc.dim)
+    pool = kv.decoy_list("first name")
+    picked = [v for v in pool.values if v not in set(first.values)][: len(pad)]
+    assert len(picked) == len(pad) and not set(picked) & set(first.values)
+    assert "Denver" in kv.decoy_list("city").values  # places are padded with places
+    assert kv.decoy_list("person").values == kv.decoy_list("person").values  # a fixed seed: one cache file a type
 
 
 # ---- the cache ----------------------------------------------------------------------------------------
@@ -160,6 +166,33 @@ def test_candidate_vectors_are_cached_and_an_interrupted_embedding_resumes(monke
     again = CountingEncoder()
     np.testing.assert_array_equal(kv.candidate_vectors(again, clist), vecs)
     assert again.calls == 0
+
+
+def test_a_stale_or_broken_progress_file_never_yields_unembedded_rows(monkeypatch):
+    monkeypatch.setattr(kv, "ENCODE_CHUNK", 10)
+    clist = kv.from_values([f"w{i}" for i in range(25)], "value", "t")
+    path = kv._cache_path(CountingEncoder(), clist)
+    path.parent.mkdir(parents=True)
+    path.with_name(path.name + ".done").write_text("20")  # a counter left by another run, no .part
+    vecs = kv.candidate_vectors(CountingEncoder(), clist)
+    assert not (np.abs(np.asarray(vecs, np.float32)).sum(1) == 0).any()
+    for junk in ("", "abc"):
+        clist = kv.from_values([f"{junk}x{i}" for i in range(25)], "value", "t")
+        path = kv._cache_path(CountingEncoder(), clist)
+        path.with_name(path.name + ".done").write_text(junk)
+        path.with_name(path.name + ".part").write_bytes(b"not an array")
+        enc = CountingEncoder()
+        kv.candidate_vectors(enc, clist)
+        assert enc.calls == 25
+
+
+def test_a_type_prefix_is_split_at_the_first_equals_sign(tmp_path):
+    odd = tmp_path / "a=b.txt"
+    odd.write_text("Ann Lee\n")
+    assert kv.read_candidates(f"person={odd}").type == "person"
+    assert kv.read_candidates(str(odd)).type == "value"
+    with pytest.raises(ValueError, match="give a file after"):
+        kv.read_candidates("person=")
 
 
 # ---- the real encoder ----------------------------------------------------------------------------------
@@ -202,10 +235,9 @@ def test_identify_on_a_chroma_store_end_to_end(minilm_encoder, names, tmp_path, 
     assert main([*argv, "--no-progress"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == [f"r{i}" for i in range(20)]
-    assert all(
-        len(r["candidates"]) == 3 and r["candidates"][0].keys() == {"value", "type", "score", "probability"}
-        for r in rows
-    )
+    keys = {"value", "type", "score", "probability", "list"}
+    assert all(len(r["candidates"]) == 3 and r["candidates"][0].keys() == keys for r in rows)
+    assert rows[0]["candidates"][0]["list"] == "names.txt"
     assert sum(r["candidates"][0]["value"] == x.value for r, x in zip(rows, recs)) >= 19
     capsys.readouterr()
     assert main([*argv, "--no-progress"]) == 2 and "exists" in capsys.readouterr().err

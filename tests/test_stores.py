@@ -323,8 +323,8 @@ def test_postgresql_password_never_reaches_an_output(
         s = run(tiny_model_dir, minilm_encoder, uri, tmp_path / "out", progress=True)
     check_audit(tmp_path / "out", s, IDS, tokenizer)
     assert s["vectors"].startswith(f"postgresql://{pg['user']}:***@")
-    for f in (tmp_path / "out").iterdir():
-        assert SECRET.encode() not in f.read_bytes(), f.name
+    for f in (tmp_path / "out").rglob("*"):
+        assert f.is_dir() or SECRET.encode() not in f.read_bytes(), f.name
     captured = capfd.readouterr()
     assert SECRET not in captured.out + captured.err + caplog.text
 

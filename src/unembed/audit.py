@@ -864,10 +864,10 @@ def _headline(s: dict[str, Any]) -> str:
     i = s["identified"]
     n, k = i["records_with_items"], i["records_leaking"]
     lo, hi = wilson(k, n)
-    inverted = s["entities"]["records_with_recovered"] if "entities" in s else 0
     return (
         f"**Personal data leaks from {k} of {n} records that hold it ({_pct(k / n)}, 95% CI "
-        f"{100 * lo:.1f}–{100 * hi:.1f}%)**: the inversion wrote an item back in {inverted}; an attacker holding "
+        f"{100 * lo:.1f}–{100 * hi:.1f}%)**: the inversion wrote an item back in {i['records_inverted']}; an "
+        "attacker holding "
         f"the list of the store's own values (names, e-mails, places, ...) singles out an item of "
         f"{i['records_identified']} by the known-value attack. Both are lower bounds (see below)."
     )
@@ -885,7 +885,9 @@ def _identified_sections(s: dict[str, Any]) -> list[Section]:
         "**These figures are a lower bound**: an attacker with a shorter or better-targeted list, or a better "
         "scorer, does better. The insider's list holds every item of that type found in these records (by "
         f"`{s['entities_mode']}`), so its size is the number of distinct items; short lists are padded with "
-        "synthetic decoys of their type to at least 1,000 values.",
+        "synthetic decoys (of their type where one is known: names, companies, places, e-mail addresses, "
+        "phone numbers) to 1,000 values. Personal data here means names, organisations, places, e-mail "
+        "addresses, phone numbers and URLs (dates and numbers identify nobody on their own).",
     ]
     head = ["type", "list size", "ranked first", "in top 5", "written back by the inversion"]
     rows = [[k, e["list_size"], _ci(e["first"]), _ci(e["top5"]), _ci(e["inverted"])] for k, e in i["insider"].items()]

@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import pii
-from .identify import MIN_LIST, CandidateList, Candidates, FullNames, candidate_vectors, decoy_list, identify, rank
+from .identify import CandidateList, Candidates, FullNames, candidate_vectors, decoys_for, identify, rank
 from .metrics import wilson
 
 INSIDER_TYPES = ("person", "organisation", "place", "email", "phone", "url")
@@ -81,11 +81,10 @@ class _Held:
         return tuple(pii.words(value)) in _phrases(text, max(self.longest * (2 if self.full else 1), 1))
 
     def any(self, text: str) -> bool:
-        ph = _phrases(text, self.longest)
         if self.full:  # a full name: a first name followed by a last name
             w = pii.words(text)
             return any((a,) in self.keys[0] and (b,) in self.keys[1] for a, b in zip(w, w[1:]))
-        return bool(ph & self.keys[0])
+        return bool(_phrases(text, self.longest) & self.keys[0])
 
 
 def run_identify_pass(
@@ -101,12 +100,9 @@ def run_identify_pass(
     """Score every record (``chunks`` yields ids, vectors and true texts in reconstruction order)
     against the insider's lists and ``lists``; write ``out`` (identified.jsonl) and return the summary."""
     insider = insider_lists(recon) if _has_entities(recon) else {}
-    vecs = {k: candidate_vectors(encoder, c, progress) for k, c in insider.items()}
-    decoys = {
-        k: candidate_vectors(encoder, decoy_list(k, MIN_LIST - len(v)), progress)
-        for k, v in vecs.items()
-        if len(v) < MIN_LIST
-    }
+    # The insider's values are the store's personal data: their vectors stay in the audit's folder.
+    vecs = {k: candidate_vectors(encoder, c, progress, folder=out.parent / "candidates") for k, c in insider.items()}
+    decoys = {k: decoys_for(encoder, c, progress) for k, c in insider.items()}
     index = {k: {v: i for i, v in enumerate(c.values)} for k, c in insider.items()}
     held = [_Held(c) for c in lists]
     rows = []
@@ -114,8 +110,8 @@ def run_identify_pass(
     with open(recon, encoding="utf-8") as rf, open(tmp, "w", encoding="utf-8") as fh:
         with tqdm(total=n, desc="known-value attack", unit="vec", disable=not progress) as bar:
             for ids, v, texts in chunks:
-                recs = [json.loads(rf.readline()) for _ in ids]
-                ranked = {k: rank(v, vecs[k], scorer, TOP_K, decoys.get(k)) for k in insider}
+                recs = [_next_record(rf, i, recon) for i in ids]
+                ranked = {k: rank(v, vecs[k], scorer, TOP_K, decoys[k]) for k in insider}
                 found = identify(v, lists, encoder, scorer, TOP_K) if lists else [[] for _ in ids]
                 for j, (i, rec) in enumerate(zip(ids, recs)):
                     row = _record_row(i, rec, texts[j] if texts else None, ranked, index, j, found[j], lists, held)
@@ -124,6 +120,19 @@ def run_identify_pass(
                 bar.update(len(ids))
     os.replace(tmp, out)
     return summarise_identified(rows, insider, lists)
+
+
+def _next_record(fh, record_id, recon: Path) -> dict:
+    """The next reconstruction, which must be the record the source gives next."""
+    line = fh.readline()
+    rec = json.loads(line) if line.strip() else None
+    if rec is None or str(rec.get("id")) != str(record_id):
+        got = "nothing" if rec is None else f"id {rec.get('id')!r}"
+        raise ValueError(
+            f"{recon} holds {got} where the source gives id {record_id!r}: the store changed order or content "
+            "since the inversion; audit into a new --out"
+        )
+    return rec
 
 
 def _has_entities(recon: Path) -> bool:
@@ -153,7 +162,7 @@ def _record_row(i, rec, text, ranked, index, j, found, lists, held) -> dict:
     if text is not None and lists:
         row["lists"] = []
         for clist, h in zip(lists, held):
-            top = next((c for c in found if c["type"] == clist.type), None)
+            top = next((c for c in found if c["list"] == clist.source), None)
             holds = h.any(text)
             row["lists"].append(
                 {"holds": holds, "first": bool(holds and top is not None and h.holds(text, top["value"]))}
@@ -188,6 +197,7 @@ def summarise_identified(rows: list[dict], insider: dict[str, CandidateList], li
     with_items = [r for r in rows if r["items"]]
     s["records_with_items"] = len(with_items)
     s["records_identified"] = sum(any(it["first"] for it in r["items"]) for r in with_items)
+    s["records_inverted"] = sum(any(it["inverted"] for it in r["items"]) for r in with_items)
     s["records_leaking"] = sum(any(it["first"] or it["inverted"] for it in r["items"]) for r in with_items)
     for j, clist in enumerate(lists):
         entry = {
@@ -195,7 +205,7 @@ def summarise_identified(rows: list[dict], insider: dict[str, CandidateList], li
             "source": clist.source,
             "list_size": len(clist.values) if isinstance(clist, CandidateList) else len(clist),
         }
-        tops = [next((c for c in r["candidates"] if c["type"] == clist.type), None) for r in rows]
+        tops = [next((c for c in r["candidates"] if c["list"] == clist.source), None) for r in rows]
         entry["mean_top_probability"] = float(np.mean([t["probability"] if t else 0.0 for t in tops]))
         if rows and "lists" in rows[0]:
             holding = [r for r in rows if r["lists"][j]["holds"]]

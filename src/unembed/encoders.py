@@ -189,10 +189,14 @@ class HFEncoder:
         self.model = model.float().eval().to(self.device)
         self.dim = int(self.model.config.hidden_size)
         self.calls = 0  # number of texts encoded, for honest cost accounting
+        self._sha256: str | None = None
 
     @property
     def weights_sha256(self) -> str:
-        return weights_sha256(self.source)
+        """Hashed once per encoder object: the candidate cache asks for it on every list."""
+        if self._sha256 is None:
+            self._sha256 = weights_sha256(self.source)
+        return self._sha256
 
     def _prepare(self, texts: Sequence[str]) -> list[str]:
         return [t + self.append for t in texts] if self.append else list(texts)

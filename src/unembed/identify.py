@@ -60,6 +60,8 @@ BLOCK = 32_768  # candidates scored per matrix product
 STAT_SAMPLE = 4096  # candidates a record's scores are standardised on
 MIN_LIST = 1000  # shorter lists are padded with synthetic decoys of their type (see decoy_list)
 DECOY_SEED = 4242
+PLACE_TYPES = ("place", "city", "country", "us state", "state", "location")
+DECOY_LOCALES = ("es_ES", "it_IT", "nl_NL", "sv_SE", "en_IN", "de_DE")  # Latin-script names beside en_US
 SCORER_FILE = "identify.safetensors"
 ENCODE_CHUNK = 4096  # candidates embedded between cache writes (progress)
 CHUNK = 1024  # records scored together (results do not depend on it)
@@ -104,9 +106,9 @@ class FullNames:
 Candidates = CandidateList | FullNames
 
 
-def _faker_provider(module: str):
+def _faker_provider(module: str, locale: str = "en_US"):
     try:
-        return __import__(f"faker.providers.{module}.en_US", fromlist=["Provider"]).Provider
+        return __import__(f"faker.providers.{module}.{locale}", fromlist=["Provider"]).Provider
     except ImportError:
         raise ValueError("built-in candidate lists need Faker: pip install faker") from None
 
@@ -169,8 +171,12 @@ def read_candidates(spec: str) -> Candidates:
     the file for a missing, empty, binary or non-UTF-8 file or an over-long line."""
     if spec.startswith("builtin:"):
         return builtin(spec.split(":", 1)[1])
-    kind, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
-    kind = kind.strip() or "value"
+    kind, path = "value", spec
+    if "=" in spec and not Path(spec).is_file():  # TYPE=FILE (a file whose name holds '=' is taken whole)
+        kind, _, path = spec.partition("=")
+        kind = kind.strip() or "value"
+        if not path:
+            raise ValueError(f"--candidates {spec}: give a file after '='")
     lines = read_lines(path, "candidates file")
     for n, line in enumerate(lines, 1):
         if len(line) > MAX_VALUE_CHARS:
@@ -183,19 +189,24 @@ def read_candidates(spec: str) -> Candidates:
 # ---- candidate vectors ------------------------------------------------------------------------------
 
 
-def _cache_path(encoder, clist: CandidateList) -> Path:
-    ident = f"{encoder.name}|{getattr(encoder, 'weights_sha256', '')}|{encoder.dim}|{clist.sha256}"
-    key = hashlib.sha256(ident.encode()).hexdigest()[:32]
-    return cache_root() / "candidates" / f"{key}.npy"
+def _cache_path(encoder, clist: CandidateList, folder: Path | None = None) -> Path:
+    ident = "|".join(
+        [encoder.name, getattr(encoder, "weights_sha256", ""), getattr(encoder, "pooling", ""), str(encoder.dim)]
+    )
+    key = hashlib.sha256(f"{ident}|{clist.sha256}".encode()).hexdigest()[:32]
+    return (folder or cache_root() / "candidates") / f"{key}.npy"
 
 
-def candidate_vectors(encoder, clist: CandidateList, progress: bool = False, cache: bool = True) -> np.ndarray:
-    """float16 [N, D] unit vectors of the list's values, memory-mapped from the cache (computed on
-    first use; an interrupted computation restarts from its last finished chunk). ``cache=False``
-    embeds in memory and writes nothing (the server, for lists pasted into it)."""
+def candidate_vectors(
+    encoder, clist: CandidateList, progress: bool = False, cache: bool = True, folder: Path | None = None
+) -> np.ndarray:
+    """float16 [N, D] unit vectors of the list's values, memory-mapped from the cache in ``folder``
+    (default ``$UNEMBED_CACHE/candidates``), computed on first use. An interrupted computation
+    restarts from its last finished chunk (``.part`` + ``.done``, the counter replaced atomically).
+    ``cache=False`` embeds in memory and writes nothing (the server, for lists pasted into it)."""
     if not cache:
         return encoder.encode(list(clist.values)).astype(np.float16)
-    path = _cache_path(encoder, clist)
+    path = _cache_path(encoder, clist, folder)
     n, d = len(clist.values), encoder.dim
     if path.is_file():
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -203,22 +214,40 @@ def candidate_vectors(encoder, clist: CandidateList, progress: bool = False, cac
             return arr
         log.warning("ignoring a cached candidate file of the wrong shape: %s", path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".part")
-    mode = "r+" if part.is_file() and part.stat().st_size > 0 else "w+"
-    buf = np.lib.format.open_memmap(part, mode=mode, dtype=np.float16, shape=(n, d))
-    done_file = path.with_name(path.name + ".done")
-    done = int(done_file.read_text()) if mode == "r+" and done_file.is_file() else 0
+    part, done_file = path.with_name(path.name + ".part"), path.with_name(path.name + ".done")
+    done = _resumable(part, done_file, n, d)
+    buf = np.lib.format.open_memmap(part, mode="r+" if done else "w+", dtype=np.float16, shape=(n, d))
     with tqdm(total=n, initial=done, desc=f"embedding {clist.type} candidates", disable=not progress) as bar:
         for lo in range(done, n, ENCODE_CHUNK):
             chunk = list(clist.values[lo : lo + ENCODE_CHUNK])
             buf[lo : lo + len(chunk)] = encoder.encode(chunk).astype(np.float16)
             buf.flush()
-            done_file.write_text(str(lo + len(chunk)))
+            tmp = done_file.with_name(f"{done_file.name}.{os.getpid()}")
+            tmp.write_text(str(lo + len(chunk)))
+            os.replace(tmp, done_file)
             bar.update(len(chunk))
     del buf
-    os.replace(part, path)
+    try:
+        os.replace(part, path)
+    except FileNotFoundError:  # another process building the same list finished first
+        if not path.is_file():
+            raise
     done_file.unlink(missing_ok=True)
     return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def _resumable(part: Path, done_file: Path, n: int, d: int) -> int:
+    """Rows already embedded in ``part`` (0 and both files removed when they cannot be trusted)."""
+    try:
+        done = int(done_file.read_text())
+        shape = np.load(part, mmap_mode="r", allow_pickle=False).shape
+        if shape == (n, d) and 0 < done <= n:
+            return done
+    except (OSError, ValueError):
+        pass
+    part.unlink(missing_ok=True)
+    done_file.unlink(missing_ok=True)
+    return 0
 
 
 # ---- the scorer -------------------------------------------------------------------------------------
@@ -252,9 +281,12 @@ class Scorer:
             return cls.cosine()
         from safetensors.numpy import load_file
 
-        t = load_file(str(path))
-        meta = json.loads((path.with_suffix(".json")).read_text(encoding="utf-8"))
-        return cls("whitened", float(meta["a"]), float(meta["b"]), t["mean"], t["whiten"], meta)
+        try:
+            t = load_file(str(path))
+            meta = json.loads((path.with_suffix(".json")).read_text(encoding="utf-8"))
+            return cls("whitened", float(meta["a"]), float(meta["b"]), t["mean"], t["whiten"], meta)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}: not a usable known-value scorer ({type(e).__name__}: {e})") from None
 
     def save(self, folder: Path) -> None:
         from safetensors.numpy import save_file
@@ -348,7 +380,7 @@ def rank(
         ii = np.concatenate([best_i, np.broadcast_to(np.arange(lo, lo + z.shape[1]), z.shape)], 1)
         keep = np.argpartition(-zz, top_k - 1, axis=1)[:, :top_k] if zz.shape[1] > top_k else np.argsort(-zz, 1)
         best_z, best_i = np.take_along_axis(zz, keep, 1), np.take_along_axis(ii, keep, 1)
-    order = np.argsort(-best_z, axis=1, kind="stable")
+    order = np.lexsort((best_i, -best_z), axis=1)  # by score, ties by list position: the same in any block
     best_z, best_i = np.take_along_axis(best_z, order, 1), np.take_along_axis(best_i, order, 1)
     log_none = math.log(n) + scorer.b
     denom = np.logaddexp(lse, log_none)
@@ -364,9 +396,15 @@ def _logsumexp(x: np.ndarray) -> np.ndarray:
     return m + np.log(np.exp(x - m[:, None]).sum(1))
 
 
-def _entries(clist: CandidateList, r: Ranked) -> list[dict]:
+def _entries(clist: CandidateList, r: Ranked, source: str | None = None) -> list[dict]:
     return [
-        {"value": clist.values[int(i)], "type": clist.type, "score": round(float(z), 3), "probability": _p(p)}
+        {
+            "value": clist.values[int(i)],
+            "type": clist.type,
+            "score": round(float(z), 3),
+            "probability": _p(p),
+            "list": source or clist.source,
+        }
         for i, z, p in zip(r.index, r.z, r.probability)
     ]
 
@@ -385,6 +423,7 @@ def _full_names(first: list[dict], last: list[dict], top_k: int) -> list[dict]:
             "type": "person",
             "score": round((f["score"] + g["score"]) / 2, 3),
             "probability": _p(f["probability"] * g["probability"]),
+            "list": FullNames.source,
         }
         for f in first
         for g in last
@@ -414,6 +453,8 @@ def identify(
         >>> from unembed.identify import identify
         >>> identify(vectors, ["Joan Banks", "Peter Olsen"])    # [[{"value": "Joan Banks", ...}, ...], ...]
     """
+    if isinstance(lists, str):
+        lists = [lists]
     if isinstance(lists, (CandidateList, FullNames)):
         lists = [lists]
     elif lists and all(isinstance(x, str) for x in lists):
@@ -448,26 +489,44 @@ def _ranked_entries(
     v, clist: CandidateList, encoder, scorer: Scorer, top_k: int, progress: bool, cache: bool = True
 ) -> list[list[dict]]:
     cand = candidate_vectors(encoder, clist, progress, cache)
-    decoys = None
-    if len(cand) < MIN_LIST:
-        decoys = candidate_vectors(encoder, decoy_list(clist.type, MIN_LIST - len(cand)), progress)
-    return [_entries(clist, r) for r in rank(v, cand, scorer, top_k, decoys)]
+    return [_entries(clist, r) for r in rank(v, cand, scorer, top_k, decoys_for(encoder, clist, progress))]
 
 
-def decoy_list(kind: str, n: int) -> CandidateList:
-    """``n`` synthetic values of a type (Faker, fixed seed) to pad a short list with: its own kind
-    for the types of ``unembed.records`` and first or last names, else a mix of all of them."""
+def decoy_list(kind: str) -> CandidateList:
+    """MIN_LIST synthetic values to pad a short list of this type with (fixed seed, so one cached
+    file a type): Faker values of the types of ``unembed.records``, first or last names for those,
+    companies for organisations, GeoNames cities for places, cities, countries and states, else a
+    mix of the records' types."""
     from . import records
 
+    per = -(-(2 * MIN_LIST) // len(records.TYPES))
     if kind in records.TYPES:
-        values = records.values(kind, n, seed=DECOY_SEED)
+        values = records.values(kind, 2 * MIN_LIST, seed=DECOY_SEED)
     elif kind in ("first name", "last name"):
-        full = records.values("person", 3 * n, seed=DECOY_SEED)
-        values = list(dict.fromkeys(v.split(" ", 1)[kind == "last name"] for v in full))[:n]
+        # Other locales' names: the en_US ones are the built-in lists themselves.
+        attr = "last_names" if kind == "last name" else "first_names"
+        values = [v for loc in DECOY_LOCALES for v in getattr(_faker_provider("person", loc), attr)]
+    elif kind in ("organisation", "organization"):
+        values = records.values("company", 2 * MIN_LIST, seed=DECOY_SEED)
+    elif kind in PLACE_TYPES:
+        values = _cities()[: 4 * MIN_LIST]
     else:
-        per = -(-n // len(records.TYPES))
-        values = [v for k in records.TYPES for v in records.values(k, per, seed=DECOY_SEED)][:n]
-    return CandidateList(kind, tuple(values), f"decoys:{kind}")
+        values = [v for k in records.TYPES for v in records.values(k, per, seed=DECOY_SEED)]
+    return CandidateList(kind, tuple(dict.fromkeys(values))[: 3 * MIN_LIST], f"decoys:{kind}")
+
+
+def decoys_for(encoder, clist: CandidateList, progress: bool = False) -> np.ndarray | None:
+    """The vectors of the decoys that pad ``clist`` to MIN_LIST (None when it is long enough):
+    the first of its type's decoys that are not values of the list."""
+    need = MIN_LIST - len(clist.values)
+    if need <= 0:
+        return None
+    pool = decoy_list(clist.type)
+    listed = set(clist.values)
+    pick = [i for i, v in enumerate(pool.values) if v not in listed][:need]
+    if not pick:
+        return None
+    return np.asarray(candidate_vectors(encoder, pool, progress)[pick])
 
 
 # ---- from a model name, over a source ---------------------------------------------------------------

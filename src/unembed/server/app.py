@@ -191,13 +191,7 @@ def _add_routes(app: FastAPI) -> None:
     @app.post("/api/encode", response_model=EncodeResponse, responses=_ERRORS)
     async def encode(body: EncodeRequest, request: Request) -> EncodeResponse:
         inv = _model(request, body.model)
-        job = EncodeJob(model=inv.name, text=body.text)
-        _submit(request, job)
-        try:
-            return await asyncio.wrap_future(job.future)
-        except asyncio.CancelledError:
-            job.cancel()
-            raise
+        return await _answer(request, EncodeJob(model=inv.name, text=body.text))
 
     @app.post(
         "/api/invert",
@@ -240,12 +234,7 @@ def _add_identify_route(app: FastAPI) -> None:
         job = IdentifyJob(
             model=inv.name, text=body.text or "", vector=vector, candidates=candidates, top_k=body.top_k, cache=cache
         )
-        _submit(request, job)
-        try:
-            return await asyncio.wrap_future(job.future)
-        except asyncio.CancelledError:
-            job.cancel()
-            raise
+        return await _answer(request, job)
 
 
 def _document_stream_events(app: FastAPI) -> None:
@@ -318,6 +307,16 @@ def _invert_job(inv: Inverter, body: InvertRequest) -> InvertJob:
         loop=asyncio.get_running_loop(),
         events=asyncio.Queue(),
     )
+
+
+async def _answer(request: Request, job: EncodeJob):
+    """Submit a job whose answer is one value and wait for it; a client that leaves cancels it."""
+    _submit(request, job)
+    try:
+        return await asyncio.wrap_future(job.future)
+    except asyncio.CancelledError:
+        job.cancel()
+        raise
 
 
 def _submit(request: Request, job) -> None:

@@ -226,28 +226,33 @@ function drawStep(index) {
   slider.value = String(index + 1);
 }
 
-// The input changed: what the panels show no longer belongs to it.
-function clearStale() {
-  if (state.controller) state.controller.abort();
-  state.controller = null;
+// Stop the animation and empty the result panel (a new run starts, or the input changed).
+function clearRun() {
   clearInterval(state.timer);
   clearInterval(state.playing);
   state.timer = state.playing = null;
   state.steps = [];
   state.shown = 0;
   state.final = null;
+  $("slider").disabled = true;
+  $("play").disabled = true;
+  for (const id of ["final-text", "original-text", "order-text"]) $(id).replaceChildren();
+  $("word-summary").textContent = "";
+  $("metrics").textContent = "";
+}
+
+// The input changed: what the panels show no longer belongs to it.
+function clearStale() {
+  if (state.controller) state.controller.abort();
+  state.controller = null;
+  clearRun();
+  delete $("final-text").dataset.state;
   state.vector = null;
   $("vector-summary").textContent = "Embed a sentence to see its vector.";
   const canvas = $("vector-plot");
   canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
   $("grid").replaceChildren();
   $("step-label").textContent = "Invert to watch the decoder reveal tokens step by step.";
-  $("slider").disabled = true;
-  $("play").disabled = true;
-  for (const id of ["final-text", "original-text", "order-text"]) $(id).replaceChildren();
-  delete $("final-text").dataset.state;
-  $("word-summary").textContent = "";
-  $("metrics").textContent = "";
   setStatus("");
   vectorStatus("");
   clearIdentified();
@@ -260,20 +265,8 @@ function vectorStatus(message, isError = false) {
 }
 
 function resetRun() {
-  clearInterval(state.timer);
-  clearInterval(state.playing);
-  state.timer = state.playing = null;
-  state.steps = [];
-  state.shown = 0;
-  state.final = null;
-  $("slider").disabled = true;
-  $("play").disabled = true;
-  $("final-text").replaceChildren();
+  clearRun();
   $("final-text").dataset.state = "running";
-  $("original-text").replaceChildren();
-  $("order-text").replaceChildren();
-  $("word-summary").textContent = "";
-  $("metrics").textContent = "";
   buildGrid(currentModel().seq_len);
 }
 
