@@ -508,12 +508,14 @@ async function runIdentify() {
     const rows = result.candidates.map((c) => {
       const tr = el("tr");
       tr.append(el("td", "", c.value), el("td", "", c.type), el("td", "", c.score.toFixed(2)));
-      tr.append(el("td", "", `${(100 * c.probability).toFixed(1)}%`));
+      const pct = 100 * c.probability;
+      tr.append(el("td", "", pct > 0 && pct < 0.1 ? "< 0.1%" : `${pct.toFixed(1)}%`));
       return tr;
     });
     $("identify-table").querySelector("tbody").replaceChildren(...rows);
     $("identify-table").hidden = false;
-    identifyStatus(`${result.list_size.toLocaleString()} candidates from ${result.source}, scored by ${result.scorer}.`);
+    const how = result.scorer === "whitened" ? "the score fitted for this encoder (whitened)" : "raw cosine";
+    identifyStatus(`${result.list_size.toLocaleString()} candidates from ${result.source}, ranked by ${how}.`);
   } catch (err) {
     identifyStatus(err.message, true);
   }
