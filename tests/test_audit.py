@@ -234,6 +234,31 @@ def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path, model_dir, 
         run(model_dir, enc, vec, tmp_path / "cut", texts=str(ref), num_steps=3)
 
 
+def test_an_interrupted_audit_keeps_every_batch_it_showed_as_done(tmp_path, model_dir, enc, vectors, monkeypatch):
+    vec = write_vectors(tmp_path / "v.npy", vectors)
+    real, calls = audit.invert_chunk, []
+
+    def dies_on_second(*a, **k):
+        calls.append(len(a[1]))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(audit, "invert_chunk", dies_on_second)
+    with pytest.raises(KeyboardInterrupt):  # the default chunk: one batch
+        audit.run_audit(
+            str(vec),
+            model=str(model_dir),
+            out=str(tmp_path / "o"),
+            encoder=enc,
+            num_steps=2,
+            batch_size=3,
+            progress=False,
+        )
+    assert json.loads((tmp_path / "o" / "progress.json").read_text())["done"] == 3
+    assert len(read_records(tmp_path / "o")) == 3
+
+
 # ---- bad input ----------------------------------------------------------------------------------------
 
 

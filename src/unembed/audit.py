@@ -373,7 +373,7 @@ def run_audit(
     no_texts: bool = False,
     entities: str = "spacy",
     seed: int = 0,
-    chunk_size: int = CHUNK_SIZE,
+    chunk_size: int | None = None,
     encoder=None,
     progress: bool = True,
     sample: dict | None = None,
@@ -393,6 +393,9 @@ def run_audit(
     before any vector is inverted and before OUT is created.
     """
     out_dir = Path(out)
+    # Records are saved after every chunk; by default a chunk is one batch, so that what the progress
+    # bar shows as done is on disk when the audit is interrupted.
+    chunk_size = batch_size if chunk_size is None else chunk_size
     lists = [read_candidates(c) for c in candidates]  # every list checked before any work
     inv = Inverter.load(model, device=device, encoder=encoder, sample=sample)
     strategy, num_steps = _check_args(inv, strategy, num_steps, batch_size, chunk_size, limit)
@@ -425,7 +428,7 @@ def run_audit(
     identified = None
     if lists or entities != "off":
         enc, scorer = load_attacker(model, inv.encoder)
-        chunks = _chunks_with_texts(source, chunk_size, limit, refs)
+        chunks = _chunks_with_texts(source, CHUNK_SIZE, limit, refs)  # scoring is cheap: big chunks
         recon = out_dir / "reconstructions.jsonl"
         identified = run_identify_pass(
             chunks, recon, out_dir / "identified.jsonl", lists, enc, scorer, len(found.ids), progress
