@@ -22,12 +22,14 @@ import time
 
 from common import machine, markdown, write_json
 
+# name -> (environment, whether the Inverter adapts its thread count to the free cores)
 POLICIES = {
-    "spin (OpenMP default)": {},
-    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
-    "spin 10k": {"GOMP_SPINCOUNT": "10000"},
-    "spin 100k": {"GOMP_SPINCOUNT": "100000"},
-    "one thread": {"OMP_NUM_THREADS": "1"},
+    "adaptive (default)": ({}, True),
+    "spin fixed": ({}, False),  # the thread count torch starts with, spinning waits
+    "passive fixed": ({"OMP_WAIT_POLICY": "PASSIVE"}, False),
+    "spin 10k": ({"GOMP_SPINCOUNT": "10000"}, False),
+    "spin 100k": ({"GOMP_SPINCOUNT": "100000"}, False),
+    "one thread": ({"OMP_NUM_THREADS": "1"}, False),
 }
 CHILD = r"""
 import json, statistics, sys, time
@@ -35,6 +37,7 @@ sys.path.insert(0, sys.argv[1])
 from common import SENTENCES
 from unembed.inverter import Inverter
 inv = Inverter.load("default")
+inv.adapt_threads = sys.argv[3] == "1"
 vecs = inv.encode(SENTENCES)
 for v in vecs:
     inv.invert(v[None])
@@ -50,14 +53,13 @@ print(json.dumps({"latency_ms": 1000 * statistics.median(times), "batch32_per_s"
 """
 
 
-def measure(policy: dict, busy: int, rounds: int, bench_dir: str) -> dict:
+def measure(policy: tuple[dict, bool], busy: int, rounds: int, bench_dir: str) -> dict:
     spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
     try:
         time.sleep(0.5 if busy else 0)
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **policy}
-        done = subprocess.run(
-            [sys.executable, "-c", CHILD, bench_dir, str(rounds)], capture_output=True, text=True, env=env, timeout=900
-        )
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **policy[0]}
+        argv = [sys.executable, "-c", CHILD, bench_dir, str(rounds), "1" if policy[1] else "0"]
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
         if done.returncode:
             raise SystemExit(f"measurement failed: {done.stderr[-2000:]}")
         return json.loads(done.stdout.strip().splitlines()[-1])
@@ -71,7 +73,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--loads", default="0,1,2", help="numbers of busy processes")
-    ap.add_argument("--policies", default=",".join(POLICIES))
+    ap.add_argument("--policies", default="adaptive (default),spin fixed,passive fixed,one thread")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     bench_dir = os.path.dirname(os.path.abspath(__file__))

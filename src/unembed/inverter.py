@@ -31,6 +31,7 @@ from .metrics import cosine, token_accuracy_per_row
 from .precision import for_inference
 from .sampling import STRATEGIES, StepState, denoise, final
 from .text import DecoderTokenizer
+from .threads import free_cores
 
 if TYPE_CHECKING:
     from .encoders import Encoder
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 PACKAGE_MODELS = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = "minilm-default"
 MAX_BATCH = 4096
+START_THREADS = torch.get_num_threads()  # torch's thread count when unembed was imported: the most decoding uses
 LENGTH_MODES = ("auto", "head", "free")
 
 
@@ -104,6 +106,10 @@ class Inverter:
         self.name, self.device = name, torch.device(device)
         self._encoder = encoder
         self.folder: Path | None = None  # the model folder it was loaded from (load sets it)
+        # On a CPU, each decoding call uses the cores other programs leave free (unembed.threads),
+        # at most the thread count torch had when the model was loaded.
+        self.adapt_threads = self.device.type == "cpu"
+        self.max_threads = START_THREADS
 
     @classmethod
     def load(
@@ -217,6 +223,10 @@ class Inverter:
             raise ValueError(f"steps must be between 1 and {self.cfg.model.seq_len}, got {num_steps}")
         mode = self.length_mode(length)
         cond = self.check_vectors(vectors)
+        if self.adapt_threads:
+            n = free_cores(self.max_threads)
+            if n != torch.get_num_threads():
+                torch.set_num_threads(n)
         lengths = predict_lengths(self.model, cond) if mode == "head" else None
         if isinstance(seed, int):
             gen = torch.Generator(device=self.device).manual_seed(seed)

@@ -537,15 +537,17 @@ int unembed_openmp(void) {
 #endif
 }
 
-/* The whole head: columns split into t ranges of whole groups, part j on thread j of the calling
-   thread's OpenMP team (the team torch's own operations use, where torch runs on libgomp: its
-   threads are awake right after a pass's last operation, so the head starts at once), then the
-   merge. mx, idx and sm hold t * rows entries. Without OpenMP the parts run one after another. */
+/* The whole head: columns split into t ranges of whole groups, the parts shared by nthreads
+   threads of the calling thread's OpenMP team (the team torch's own operations use, where torch
+   runs on libgomp: its threads are awake right after a pass's last operation, so the head starts
+   at once), then the merge. t is fixed per machine, so the merge order, and with it every
+   probability, does not depend on how many threads are free. mx, idx and sm hold t * rows
+   entries. Without OpenMP the parts run one after another. */
 void head_int8(const uint8_t *q, const float *scale, int64_t rows, int64_t kp, const int8_t *w,
                const int32_t *csum, const float *ws, const float *bias, int64_t groups, int64_t chunk,
-               int64_t t, float *mx, int64_t *idx, float *sm, int64_t *tok, float *conf) {
+               int64_t t, int64_t nthreads, float *mx, int64_t *idx, float *sm, int64_t *tok, float *conf) {
 #ifdef _OPENMP
-#pragma omp parallel for num_threads((int)t) schedule(static, 1)
+#pragma omp parallel for num_threads((int)nthreads) schedule(static, 1)
 #endif
     for (int64_t j = 0; j < t; j++)
         head_int8_part(q, scale, rows, kp, w, csum, ws, bias, groups * j / t, groups * (j + 1) / t, chunk,
@@ -563,6 +565,7 @@ def _env_on(name: str) -> bool:
 _FLAGS_NATIVE = ["-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno"]
 _FLAGS_PLAIN = ["-O3", "-fPIC", "-shared", "-fno-math-errno"]
 MIN_PARALLEL_ROWS = 16  # below this one thread does the rows (thread hand-off costs more)
+HEAD_PARTS = max(1, os.cpu_count() or 1)  # Int8Head's column parts: one per core, whatever is free
 ENABLED = True  # False: head_reduce declines and decoding uses torch (benchmarks compare both)
 # False (or UNEMBED_OPENMP=0 in the environment): the parallel parts run on Python threads, as
 # before session 13, even where the library was built with OpenMP (benchmarks compare both)
@@ -688,7 +691,7 @@ def _load() -> ctypes.CDLL | None:
                 lib.head_reduce_par.restype = None
                 lib.head_reduce_par.argtypes = [p, i64, i64, i64, p, p, i64]
                 lib.head_int8.restype = None
-                lib.head_int8.argtypes = [p, p, i64, i64, p, p, p, p, i64, i64, i64, p, p, p, p, p]
+                lib.head_int8.argtypes = [p, p, i64, i64, p, p, p, p, i64, i64, i64, i64, p, p, p, p, p]
                 lib.unembed_openmp.restype = ctypes.c_int
                 lib.unembed_openmp.argtypes = []
                 lib.unembed_int8_head_fast.restype = ctypes.c_int
@@ -790,10 +793,11 @@ class Int8Head:
     int8 rounding, without ever storing the [M, V] logits. Weights are quantised once here, one
     symmetric scale per vocabulary row (as torch's per-channel dynamic int8 does); each hidden row
     is quantised on its own (one symmetric scale per row), so a row's result does not depend on
-    the other rows of its batch. Columns are split over ``torch.get_num_threads()`` threads and
-    their partial maxima and sums merged. Returns None where the kernel is not built here (no
-    AVX-512 VNNI or AVX2, no compiler) or ``FUSED_HEAD`` is off; the caller then uses the torch
-    projection.
+    the other rows of its batch. Columns are split into HEAD_PARTS parts (one per core of the
+    machine, whatever the thread count), shared by ``torch.get_num_threads()`` threads, and their
+    partial maxima and sums merged in order, so a result does not depend on the free threads.
+    Returns None where the kernel is not built here (no AVX-512 VNNI or AVX2, no compiler) or
+    ``FUSED_HEAD`` is off; the caller then uses the torch projection.
     """
 
     GROUP = 64  # columns per weight group (4 blocks of 16 lanes)
@@ -832,16 +836,19 @@ class Int8Head:
         q = torch.empty(m, self.kp, dtype=torch.uint8)
         xs = torch.empty(m, dtype=torch.float32)
         lib.quant_rows(x.data_ptr(), m, self.k, x.stride(0), self.kp, q.data_ptr(), xs.data_ptr())
-        n = max(1, min(torch.get_num_threads(), self.groups))
+        # The parts are fixed per machine (not per free thread), so a result never depends on load.
+        n = max(1, min(HEAD_PARTS, self.groups))
+        threads = max(1, min(torch.get_num_threads(), n))
         mx = torch.empty(n, m, dtype=torch.float32)
         idx = torch.empty(n, m, dtype=torch.long)
         sm = torch.empty(n, m, dtype=torch.float32)
         ptrs = (self.packed.data_ptr(), self.csum.data_ptr(), self.wscale.data_ptr(), self.bias.data_ptr())
         tok = torch.empty(m, dtype=torch.long)
         conf = torch.empty(m, dtype=torch.float32)
-        if n == 1 or _use_openmp():  # the parts on the calling thread's OpenMP team, then the merge, in C
+        if threads == 1 or _use_openmp():  # the parts on the calling thread's OpenMP team, then the merge, in C
             parts = (mx.data_ptr(), idx.data_ptr(), sm.data_ptr(), tok.data_ptr(), conf.data_ptr())
-            lib.head_int8(q.data_ptr(), xs.data_ptr(), m, self.kp, *ptrs, self.groups, HEAD_CHUNK_GROUPS, n, *parts)
+            chunk = HEAD_CHUNK_GROUPS
+            lib.head_int8(q.data_ptr(), xs.data_ptr(), m, self.kp, *ptrs, self.groups, chunk, n, threads, *parts)
             return tok, conf
         bounds = [self.groups * t // n for t in range(n + 1)]  # as head_int8 splits them
 
