@@ -27,7 +27,7 @@ import torch
 from unembed import records as R
 from unembed.corpus import iter_sentences, split_of
 from unembed.encoders import load_encoder
-from unembed.identify import STAT_SAMPLE, Scorer, fit_whitening, from_values
+from unembed.identify import Scorer, fit_whitening, from_values, sample_rows
 from unembed.inverter import resolve_model_dir
 
 BANDS = (0, 20, 60, 150)
@@ -55,7 +55,7 @@ def standardised(scorer: Scorer, v: np.ndarray, c: np.ndarray) -> np.ndarray:
     mu = c.mean(0)
     q, k = scorer.records(v), scorer.candidates(c, mu)
     s = q @ k.T
-    pick = np.unique(np.linspace(0, len(c) - 1, min(len(c), STAT_SAMPLE)).round().astype(int))
+    pick = sample_rows(len(c))
     return (s - s[:, pick].mean(1, keepdims=True)) / s[:, pick].std(1, keepdims=True)
 
 

@@ -83,7 +83,7 @@ def _brute(q, cand, scorer):
     """Every candidate's standardised score and probability, the straightforward way."""
     mu = cand.mean(0)
     s = scorer.records(q) @ scorer.candidates(cand, mu).T
-    stat = s[:, kv._sample_rows(len(cand))]
+    stat = s[:, kv.sample_rows(len(cand))]
     z = (s - stat.mean(1, keepdims=True)) / np.maximum(stat.std(1, keepdims=True), 1e-6)
     logits = scorer.a * z.astype(np.float64)
     none = np.full((len(q), 1), np.log(len(cand)) + scorer.b)

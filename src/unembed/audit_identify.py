@@ -203,7 +203,7 @@ def summarise_identified(rows: list[dict], insider: dict[str, CandidateList], li
         entry = {
             "type": clist.type,
             "source": clist.source,
-            "list_size": len(clist.values) if isinstance(clist, CandidateList) else len(clist),
+            "list_size": len(clist),
         }
         tops = [next((c for c in r["candidates"] if c["list"] == clist.source), None) for r in rows]
         entry["mean_top_probability"] = float(np.mean([t["probability"] if t else 0.0 for t in tops]))

@@ -384,14 +384,7 @@ def _creatable(path: Path, flag: str) -> None:
 def out_file(path: str, flag: str = "--out", inputs: tuple = (), force: bool = False) -> Path:
     """An output file: not one of the inputs, not a folder, not an existing file (unless force)."""
     p = Path(path)
-    for src in inputs:
-        if src is not None and Path(src).exists() and _same_path(p, src):
-            raise CliError(f"{flag} {path} is also the input: write the results to another file")
-    if p.is_dir():
-        raise CliError(f"{flag} {path} is a folder; give a file path")
-    if p.exists() and not force:
-        raise CliError(f"{flag} {path} exists; use --force to overwrite it")
-    _creatable(p, flag)
+    out_files(p, [p], flag, inputs, force)
     return p
 
 
@@ -402,9 +395,11 @@ def out_files(out: Path, paths: list[Path], flag: str = "--out", inputs: tuple =
         for src in inputs:
             if src is not None and Path(src).exists() and _same_path(p, src):
                 what = "is also the input" if p == out else f"would write {p}, which is the input {src}"
-                raise CliError(f"{flag} {out} {what}: write the results elsewhere")
+                raise CliError(f"{flag} {out} {what}: write the results to another file")
         if p.is_dir():
-            raise CliError(f"{flag} {out}: {p} is a folder")
+            raise CliError(
+                f"{flag} {out} is a folder; give a file path" if p == out else f"{flag} {out}: {p} is a folder"
+            )
         if p.exists() and not force:
             beside = "" if p == out else f" would overwrite {p}"
             raise CliError(f"{flag} {out}{beside or ' exists'}; use --force to overwrite it")

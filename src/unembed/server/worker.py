@@ -277,7 +277,7 @@ class Worker:
             IdentifyResponse(
                 model=inv.name,
                 source=job.candidates.source,
-                list_size=len(job.candidates) if hasattr(job.candidates, "first") else len(job.candidates.values),
+                list_size=len(job.candidates),
                 scorer=scorer.kind,
                 candidates=rows[0],
             )
