@@ -98,20 +98,23 @@ from unembed.sampling import HEAD_ROWS
 # int8 projection and reduction in one kernel (kernels.Int8Head; int8 only, "reduce" elsewhere),
 # the AdaLN projections of a pass fused into one product (int8 only, precision.fuse_ada), the
 # passes as TorchScript graphs (int8 only, precision.TracedPasses), the kernels' parallel parts on
-# torch's OpenMP team where the build has OpenMP (kernels.OPENMP; False: on Python threads)).
+# torch's OpenMP team where the build has OpenMP (kernels.OPENMP; False: on Python threads), each
+# row's int8 inputs on their own scale (precision.RowScaledLinear; False: one scale per batch,
+# which made a row's text depend on its neighbours)).
 VARIANTS = {
-    "fp32-full": ("fp32", False, 0, "torch", False, False, True),
-    "fp32-compact": ("fp32", True, HEAD_ROWS, "reduce", False, False, True),
-    "bf16-compact": ("bf16", True, HEAD_ROWS, "reduce", False, False, True),
-    "int8-compact-whole": ("int8", True, 0, "reduce", True, False, True),
-    "int8-compact-256": ("int8", True, 256, "reduce", True, False, True),
-    "int8-compact-torch": ("int8", True, HEAD_ROWS, "torch", True, False, True),
-    "int8-compact-reduce": ("int8", True, HEAD_ROWS, "reduce", True, False, True),
-    "int8-compact-torchhead": ("int8", True, HEAD_ROWS, "reduce", True, True, False),
-    "int8-compact-ada7": ("int8", True, HEAD_ROWS, "fused", False, False, True),
-    "int8-compact-eager": ("int8", True, HEAD_ROWS, "fused", True, False, True),
-    "int8-compact-pythreads": ("int8", True, HEAD_ROWS, "fused", True, True, False),
-    "int8-compact": ("int8", True, HEAD_ROWS, "fused", True, True, True),
+    "fp32-full": ("fp32", False, 0, "torch", False, False, True, True),
+    "fp32-compact": ("fp32", True, HEAD_ROWS, "reduce", False, False, True, True),
+    "bf16-compact": ("bf16", True, HEAD_ROWS, "reduce", False, False, True, True),
+    "int8-compact-whole": ("int8", True, 0, "reduce", True, False, True, True),
+    "int8-compact-256": ("int8", True, 256, "reduce", True, False, True, True),
+    "int8-compact-torch": ("int8", True, HEAD_ROWS, "torch", True, False, True, True),
+    "int8-compact-reduce": ("int8", True, HEAD_ROWS, "reduce", True, False, True, True),
+    "int8-compact-torchhead": ("int8", True, HEAD_ROWS, "reduce", True, True, False, True),
+    "int8-compact-ada7": ("int8", True, HEAD_ROWS, "fused", False, False, True, True),
+    "int8-compact-eager": ("int8", True, HEAD_ROWS, "fused", True, False, True, True),
+    "int8-compact-pythreads": ("int8", True, HEAD_ROWS, "fused", True, True, False, True),
+    "int8-compact-batchscale": ("int8", True, HEAD_ROWS, "fused", True, True, True, False),
+    "int8-compact": ("int8", True, HEAD_ROWS, "fused", True, True, True, True),
 }
 MODEL_COLUMNS = [
     ("variant", "variant", "s"),
@@ -336,7 +339,7 @@ def keeping_library_settings():
 
 def use_variant(variant: str) -> None:
     """Set the library switches ``variant`` decodes with (inside ``keeping_library_settings``)."""
-    _, _, head_rows, argmax, _, _, openmp = VARIANTS[variant]
+    _, _, head_rows, argmax, _, _, openmp, _ = VARIANTS[variant]
     sampling.HEAD_ROWS = head_rows or 1 << 30
     kernels.ENABLED, kernels.FUSED_HEAD, kernels.OPENMP = argmax != "torch", argmax == "fused", openmp
 
@@ -345,8 +348,8 @@ def variant_model(inv, variant: str):
     """The model ``variant`` decodes with: ``inv``'s fp32 model in its precision, fused and traced as it says."""
     from unembed.precision import for_inference
 
-    precision, _, _, _, fuse, trace, _ = VARIANTS[variant]
-    return for_inference(inv.model, precision, fuse=fuse, trace=trace)
+    precision, _, _, _, fuse, trace, _, row_scales = VARIANTS[variant]
+    return for_inference(inv.model, precision, fuse=fuse, trace=trace, row_scales=row_scales)
 
 
 def bench_model(args: argparse.Namespace) -> dict[str, Any]:
@@ -373,7 +376,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     bulk_vectors = inv.encode(lines[: args.bulk]) if args.bulk else None
     with torch.inference_mode(), keeping_library_settings():
         for variant in args.variants:
-            precision, compact, head_rows, argmax, fuse, trace, openmp = VARIANTS[variant]
+            precision, compact, head_rows, argmax, fuse, trace, openmp, row_scales = VARIANTS[variant]
             use_variant(variant)
             model = variant_model(inv, variant)
             for strategy in args.strategies:
@@ -405,6 +408,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
                         "fused_ada": fuse and precision == "int8",
                         "traced": trace and precision == "int8",
                         "openmp": openmp,
+                        "row_scales": row_scales and precision == "int8",
                         "strategy": strategy,
                         "steps": steps,
                         "latency_ms": 1000 * mean_lat,

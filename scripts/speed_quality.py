@@ -26,12 +26,14 @@ from unembed.metrics import bleu, token_accuracy
 from unembed.precision import for_inference
 from unembed.sampling import denoise, final
 
+# (precision, compact passes, int8 inputs on a scale per row (precision.RowScaledLinear) or per batch)
 VARIANTS = {
-    "fp32-full": ("fp32", False),
-    "fp32-compact": ("fp32", True),
-    "bf16-compact": ("bf16", True),
-    "int8-compact": ("int8", True),
-    "int8-full": ("int8", False),
+    "fp32-full": ("fp32", False, True),
+    "fp32-compact": ("fp32", True, True),
+    "bf16-compact": ("bf16", True, True),
+    "int8-compact": ("int8", True, True),
+    "int8-compact-batchscale": ("int8", True, False),
+    "int8-full": ("int8", False, True),
 }
 
 
@@ -72,8 +74,8 @@ def main() -> None:
     eos = inv.cfg.model.eos_id
     results, base = {}, None
     for name in args.variants.split(","):
-        precision, compact = VARIANTS[name]
-        model = for_inference(inv.model, precision)
+        precision, compact, row_scales = VARIANTS[name]
+        model = for_inference(inv.model, precision, row_scales=row_scales)
         t0 = time.perf_counter()
         with torch.inference_mode():
             ids, lens = decode(model, cond, inv, args.strategy, args.steps, compact, args.batch)

@@ -8,8 +8,8 @@ import torch
 
 from conftest import make_model_dir, random_denoiser
 from unembed.inverter import Inverter
-from unembed.precision import PRECISIONS, for_inference, fuse_ada, int8_available
-from unembed.sampling import denoise, final
+from unembed.precision import PRECISIONS, RowScaledLinear, for_inference, fuse_ada, int8_available
+from unembed.sampling import STRATEGIES, denoise, final
 
 
 @pytest.fixture(scope="module")
@@ -153,11 +153,75 @@ def test_inverter_takes_sample_overrides(length_model_dir):
 
 
 def test_length_sorted_batches_return_results_in_input_order(length_model_dir):
-    """invert() batches rows by predicted length; each row's result is what it gets alone (in
-    fp32: bf16 and int8 kernels may round a row differently with other rows beside it)."""
+    """invert() batches rows by predicted length; results come back in input order."""
     inv = Inverter.load(str(length_model_dir), sample={"precision": "fp32"})
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((7, 384)).astype(np.float32)
     batched = inv.invert(vectors, "confidence", 4, batch_size=3)
     alone = [inv.invert(v, "confidence", 4)[0] for v in vectors]
     assert [r.ids for r in batched] == [r.ids for r in alone]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_a_vector_decodes_to_the_same_text_alone_and_in_any_batch(length_model_dir, precision, strategy, temperature):
+    """Same vector, same seed: the same tokens and confidences alone, at any place in batches of
+    several sizes, beside vectors of other lengths and scales (the int8 row scales, the per-row
+    generators)."""
+    if not _available(precision):
+        pytest.skip("no int8 kernels in this torch build")
+    inv = Inverter.load(str(length_model_dir), sample={"precision": precision, "temperature": temperature})
+    rng = np.random.default_rng(1)
+    others = rng.standard_normal((12, 384)).astype(np.float32) * rng.uniform(0.1, 10, (12, 1)).astype(np.float32)
+    probe = rng.standard_normal(384).astype(np.float32)
+    alone = inv.invert(probe, strategy, 4, seed=3)[0]
+    for size, place in ((2, 1), (5, 0), (9, 4), (13, 12)):
+        rows = np.insert(others[: size - 1], place, probe, axis=0)
+        for batch_size in (size, 3):
+            got = inv.invert(rows, strategy, 4, seed=3, batch_size=batch_size)[place]
+            assert (got.ids, got.confidence) == (alone.ids, alone.confidence), (size, place, batch_size)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_a_pass_computes_a_row_as_it_would_alone(model, precision):
+    """The hidden states of one row alone and beside rows of other scales and lengths: bit for bit
+    in int8 (the default on a CPU), to float rounding in fp32."""
+    if not _available(precision):
+        pytest.skip("no int8 kernels in this torch build")
+    fast = for_inference(model, precision)
+    gen = torch.Generator().manual_seed(0)
+    ids, t = torch.randint(0, 99, (5, 12), generator=gen), torch.rand(5, generator=gen)
+    cond = torch.randn(5, 8, generator=gen) * torch.tensor([0.01, 1.0, 100.0, 3.0, 0.3])[:, None]
+    with torch.inference_mode():
+        for visible in (None, torch.tensor([11, 4, 11, 7, 2])):
+            whole = fast(ids, t, cond, visible)
+            for i in range(5):
+                own = None if visible is None else visible[i : i + 1]
+                alone = fast(ids[i : i + 1], t[i : i + 1], cond[i : i + 1], own)
+                n = 12 if visible is None else int(visible[i]) + 1  # positions up to the row's EOS
+                if precision == "int8":  # integer products: bit for bit
+                    assert torch.equal(alone[0, :n], whole[i, :n]), (i, visible)
+                else:  # BLAS may sum in another order for another batch size: the last bits differ
+                    torch.testing.assert_close(alone[0, :n], whole[i, :n], rtol=1e-3, atol=1e-3)
+
+
+@needs_int8
+def test_int8_rows_are_quantised_each_with_its_own_scale(model):
+    """A row-scaled int8 linear gives a row the same output in any batch, a zero row its bias,
+    and stays close to the fp32 product."""
+    fast = for_inference(model, "int8")
+    lin = next(m for m in fast.modules() if isinstance(m, RowScaledLinear))
+    ref = next(m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.in_features == lin.guard.shape[1])
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 5, lin.guard.shape[1], generator=gen) * torch.logspace(-3, 3, 6)[:, None, None]
+    x[2, 1] = 0.0
+    with torch.inference_mode():
+        whole = lin(x)
+        for i in range(6):
+            assert torch.equal(lin(x[i : i + 1]), whole[i : i + 1])
+            assert torch.equal(lin(x[i, 2]), whole[i, 2])
+        assert torch.equal(whole[2, 1], lin.bias)
+        exact = torch.nn.functional.linear(x, lin.inner.weight().dequantize(), lin.bias)
+        err = (whole - exact).norm(dim=-1) / exact.norm(dim=-1)
+    assert err.max() < 0.05  # each row, even the smallest, keeps its own resolution

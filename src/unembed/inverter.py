@@ -211,8 +211,10 @@ class Inverter:
         """Yield one StepState per decoder forward pass (the generator the CLI and server share).
 
         ``length``: 'auto' (default: the length head when the model has one), 'head' or 'free'.
-        ``seed``: one seed for the batch, or one per row (each row then decodes as it would alone
-        with its seed, whatever else is in the batch: how the server batches random strategies).
+        ``seed``: one seed for every row, or one per row. Each row draws its random numbers from
+        its own generator, so it decodes as it would alone with its seed, whatever else is in the
+        batch (with the per-row int8 scales of ``precision``, the same vector gives the same text
+        in a batch of any size).
         """
         sc, sa = self.cfg.schedule, self.cfg.sample
         strategy = strategy or sa.strategy
@@ -229,11 +231,10 @@ class Inverter:
                 torch.set_num_threads(n)
         lengths = predict_lengths(self.model, cond) if mode == "head" else None
         if isinstance(seed, int):
-            gen = torch.Generator(device=self.device).manual_seed(seed)
-        else:
-            if len(seed) != cond.shape[0]:
-                raise ValueError(f"give one seed per vector: {len(seed)} seeds for {cond.shape[0]} vectors")
-            gen = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seed]
+            seed = [seed] * cond.shape[0]
+        if len(seed) != cond.shape[0]:
+            raise ValueError(f"give one seed per vector: {len(seed)} seeds for {cond.shape[0]} vectors")
+        gen = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seed]
         return denoise(
             self.model,
             cond,
@@ -259,7 +260,7 @@ class Inverter:
         batch_size: int = 256,
         length: str | None = None,
     ) -> list[Inversion]:
-        """Invert [B, D] vectors in batches of batch_size; each batch restarts the seeded generator.
+        """Invert [B, D] vectors in batches of batch_size; every row decodes as it would alone with ``seed``.
 
         With a committed length and compact passes, the rows are batched in order of predicted
         length (results come back in input order), so that a batch's passes run on about its

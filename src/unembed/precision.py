@@ -7,17 +7,18 @@ are faster passes:
 * ``fp32``: the weights as trained.
 * ``bf16``: every weight in bfloat16 (half the bytes); activations bf16, logits compared in fp32.
 * ``int8``: every linear layer of the passes and the tied vocabulary projection as dynamically
-  quantised int8 (per output channel); embeddings, norms and the length head stay fp32. Uses
-  torch's ``quantize_dynamic`` (fbgemm/x86 kernels). Where the CPU has AVX-512 VNNI or AVX2, the
-  arg-max path projects onto the vocabulary and reduces in one int8 kernel instead
-  (``kernels.Int8Head``: one scale per hidden row, so a row's tokens do not depend on its batch).
+  quantised int8 (weights per output channel, inputs per row: ``RowScaledLinear``); embeddings,
+  norms and the length head stay fp32. Uses torch's ``quantize_dynamic`` (fbgemm/x86 kernels).
+  Where the CPU has AVX-512 VNNI or AVX2, the arg-max path projects onto the vocabulary and
+  reduces in one int8 kernel instead (``kernels.Int8Head``, also one scale per hidden row).
 
 * ``auto`` (the default): int8 on a CPU whose torch has the int8 kernels, else fp32.
 
-Only fp32 keeps a row's result bit-identical whatever else is in its batch: int8 quantises each
-linear's input with one scale per batch, and bf16 kernels block differently by batch size, so a
-near-tie between two tokens can go either way. Quality is the same; for reproducibility across
-batch sizes, use fp32.
+A row's result does not depend on the other rows of its batch in fp32 and int8: each token's
+activations are quantised with their own scale and the integer products are exact, so the same
+vector decodes to the same text alone or in a batch of any size (``tests/test_precision.py``).
+bf16 kernels may block their sums differently by batch size, so a near-tie between two tokens
+can go either way there; it is not the default on any device.
 
 What each costs in quality is measured on 1,000 validation sentences (``docs/speed.md``): none
 that the measurement can tell from noise.
@@ -54,6 +55,48 @@ class _QuantHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.linear(hidden)
+
+
+class RowScaledLinear(nn.Module):
+    """A dynamically quantised int8 linear whose inputs are quantised one row (token) at a time.
+
+    torch's dynamic int8 linear quantises its whole input with one scale, the batch's largest
+    value, so a row's rounding, and at a near-tie its token, depended on its neighbours. Here each
+    row is divided by its own largest magnitude (so it spans at most [-1, 1]), one guard row
+    holding exactly 1 and -1 is appended so that the tensor's range, and with it the one scale,
+    is [-1, 1] whatever the batch, and the products are multiplied back by the row's magnitude
+    before the bias is added. The integer products are exact, so row i's output is the same in
+    any batch. It also rounds a small row more finely than one scale for the batch did.
+    """
+
+    def __init__(self, quantized: nn.Module):
+        super().__init__()
+        weight, bias = quantized._weight_bias()
+        if weight.shape[1] < 2:
+            raise ValueError("a row-scaled linear needs at least two inputs (the guard row holds 1 and -1)")
+        quantized.set_weight_bias(weight, None)
+        self.inner = quantized
+        self.register_buffer("bias", torch.zeros(weight.shape[0]) if bias is None else bias.detach().clone())
+        guard = torch.zeros(1, weight.shape[1])
+        guard[0, 0], guard[0, 1] = 1.0, -1.0
+        self.register_buffer("guard", guard)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        # a row of zeros keeps magnitude 1e-30: it quantises to zeros and its output is the bias
+        mag = rows.abs().amax(-1, keepdim=True).clamp_min(1e-30)  # 5x faster than an inf-norm here
+        out = self.inner(torch.cat([rows / mag, self.guard]))[:-1]
+        return torch.addcmul(self.bias, out, mag).reshape(x.shape[:-1] + (out.shape[-1],))
+
+
+def row_scaled(model: nn.Module) -> nn.Module:
+    """Replaces every dynamically quantised linear of ``model`` by a ``RowScaledLinear``."""
+    dynamic = torch.ao.nn.quantized.dynamic.Linear
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, dynamic):
+                setattr(parent, name, RowScaledLinear(child))
+    return model
 
 
 def fuse_ada(model: nn.Module) -> nn.Linear:
@@ -134,13 +177,18 @@ def int8_available() -> bool:
     return "x86" in engines or "fbgemm" in engines
 
 
-def for_inference(model: nn.Module, precision: str = "fp32", fuse: bool = True, trace: bool | None = None) -> nn.Module:
+def for_inference(
+    model: nn.Module, precision: str = "fp32", fuse: bool = True, trace: bool | None = None, row_scales: bool = True
+) -> nn.Module:
     """A copy of ``model`` (eval mode) in ``precision``; ``fp32`` returns the model itself.
 
     With int8 and ``fuse`` (the default), the AdaLN projections of all blocks and ``ada_out`` run
     as one int8 product per pass (``fuse_ada``: the same outputs, fewer calls), and with ``trace``
     (default: on unless the environment sets ``UNEMBED_TRACE=0``) the passes run as TorchScript
     graphs (``TracedPasses``: the same outputs without Python's per-operation cost).
+    ``row_scales`` (int8; default on) quantises each row's input with its own scale
+    (``RowScaledLinear``), so that a row's result does not depend on its batch; off, torch's one
+    scale per batch (kept for benchmarks that measure what the independence costs).
 
     The returned model keeps the Denoiser interface (forward, logits, length_logits, cfg), so
     every decoding path uses it unchanged. Its ``precision`` attribute says what it is.
@@ -176,6 +224,8 @@ def for_inference(model: nn.Module, precision: str = "fp32", fuse: bool = True, 
             # then the fp32 model's, and only the passes are approximated.
             spec = {name: qc for name in ("blocks", "cond_mlp", "time_mlp", "ada_out", "ada_fused", "head_override")}
             out = torch.ao.quantization.quantize_dynamic(out, spec, dtype=torch.qint8)
+            if row_scales:
+                out = row_scaled(out)
         if trace if trace is not None else os.environ.get("UNEMBED_TRACE", "1") != "0":
             out.traced_passes = TracedPasses()
         if kernels.int8_head_available():
