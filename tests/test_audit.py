@@ -129,12 +129,13 @@ def test_report_sections_with_reference(with_ref):
     md = (out / "report.md").read_text()
     for title in ("## Overview", "## Measured leakage", "## Recovery", "## Most exposed records", "## Calibration"):
         assert title in md
-    assert "![Recovery](recovery.png)" in md and "Spearman" in md and "Triage: the 1 records" in md
+    assert "![Recovery by risk score](recovery.png)" in md and "Spearman" in md and "Triage: the 1 records" in md
     for name in ("recovery.png", "calibration.png", "report.html", "summary.json", "progress.json"):
         assert (out / name).is_file()
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "<table>" in page and "src='http" not in page
-    assert s["n"] == len(TEXTS) and sum(b["n"] for b in s["risk_buckets"]) == len(TEXTS)
+    assert s["n"] == len(TEXTS) and sum(b["n"] for b in s["risk_bands"]) == len(TEXTS)
+    assert [b["band"] for b in s["risk_bands"]][-1] == "top 10%"  # quantile bands spread the records
     assert 0 <= s["token_accuracy"] <= 1 and 0 <= s["exact_match"] <= 1 and 0 <= s["bleu"] <= 100
     assert -1 <= s["cosine"] <= 1 and sum(b["n"] for b in s["calibration"]) == len(TEXTS)
     assert s["top_decile"]["n"] == 1 and "spearman_risk_vs_bleu" in s

@@ -259,4 +259,6 @@ def test_the_audit_reports_what_the_insider_list_singles_out(minilm_encoder, tmp
     report = (tmp_path / "audit" / "report.md").read_text()
     assert "Identified from a list" in report and "lower bound" in report and "Personal data leaks from" in report
     lines = (tmp_path / "audit" / "identified.jsonl").read_text().splitlines()
-    assert len(lines) == 24 and json.loads(lines[0])["words"] == len(texts[0].split())
+    first = json.loads(lines[0])
+    assert len(lines) == 24 and first["tokens"] == len(minilm_encoder.tokenizer.tokenize(texts[0]))
+    assert first["band"] == ("≤ 31 tokens" if first["tokens"] <= 31 else "32-128 tokens")

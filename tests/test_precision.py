@@ -212,7 +212,6 @@ def test_int8_rows_are_quantised_each_with_its_own_scale(model):
     and stays close to the fp32 product."""
     fast = for_inference(model, "int8")
     lin = next(m for m in fast.modules() if isinstance(m, RowScaledLinear))
-    ref = next(m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.in_features == lin.guard.shape[1])
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(6, 5, lin.guard.shape[1], generator=gen) * torch.logspace(-3, 3, 6)[:, None, None]
     x[2, 1] = 0.0

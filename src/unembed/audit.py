@@ -58,16 +58,19 @@ import torch
 from tqdm import tqdm
 
 from . import pii
-from .audit_identify import BANDS, run_identify_pass
+from .audit_identify import band_of, length_bands, run_identify_pass
 from .evaluate import read_text_file
 from .identify import load_attacker, read_candidates
 from .inverter import Inverter, resolve_model_dir
 from .metrics import (
     bleu,
+    bleu_interval,
+    bootstrap_mean,
     cosine,
     exact_match,
     reference_lengths,
     sentence_bleu,
+    share,
     token_accuracy_per_row,
     wilson,
 )
@@ -79,7 +82,13 @@ from .stores import CHUNK_SIZE, Chunk, Scan, Source, iter_chunks, open_source, s
 log = logging.getLogger(__name__)
 
 TOP_N = 20
-RISK_EDGES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+RISK_QUANTILES = (
+    (0.0, 0.5, "lowest 50%"),
+    (0.5, 0.75, "50-75th percentile"),
+    (0.75, 0.9, "75-90th percentile"),
+    (0.9, 1.0, "top 10%"),
+)
+FEW = 10  # positives below which a rate or an AUC gets a warning
 ACCURACY_LEVELS = (0.25, 0.5, 0.75, 1.0)
 CALIBRATION_BINS = 10
 SCATTER_MAX = 5000
@@ -206,10 +215,12 @@ def risk_scores(confidence: float, cos: float, length: int) -> dict[str, float]:
 def _add_measurements(inv: Inverter, records: list[dict], pred: np.ndarray, refs: Sequence[str]) -> None:
     """Token accuracy, sentence BLEU and exact match of each record against its reference."""
     tok, eos = inv.tokenizer, inv.cfg.model.eos_id
+    reach = inv.cfg.model.seq_len - 1
     ref_ids = tok.encode(list(refs))
     accs = token_accuracy_per_row(pred, ref_ids, eos)
     lens = reference_lengths(ref_ids, eos)
-    for r, row, a, n, full in zip(records, ref_ids, accs, lens, refs, strict=True):
+    counts = tok.count(list(refs))
+    for r, row, a, n, c in zip(records, ref_ids, accs, lens, counts, strict=True):
         ref = tok.decode(row)
         r.update(
             reference=ref,
@@ -217,21 +228,25 @@ def _add_measurements(inv: Inverter, records: list[dict], pred: np.ndarray, refs
             reference_tokens=int(n),
             bleu=round(sentence_bleu(r["text"], ref), 2),
             exact=exact_match(r["text"], ref),
-            reference_words=len(full.split()),
+            text_tokens=c,
+            length_band=band_of(c, reach),
+            beyond_reach=c > reach,
         )
 
 
 def _add_entities(records: list[dict], refs: Sequence[str], mode: str) -> None:
     """The personal data of each reference (``pii.find`` on the full text): ``entities``, those that
-    survive the decoder's cut, with whether the reconstruction recovered them; ``entities_beyond``,
-    those past it (the decoder cannot write them; the known-value attack can still find them)."""
+    survive the decoder's cut, with how much of each the reconstruction gave back (``degree``: full,
+    partial, none; ``pii.degree``); ``entities_beyond``, those past it (the decoder cannot write
+    them; the known-value attack can still find them)."""
     if mode == "off":
         return
     for r, ents in zip(records, pii.find(list(refs), mode), strict=True):
         kept = [e for e in ents if pii.recovered(e["text"], r["reference"])]
         r["entities_beyond"] = [e for e in ents if e not in kept]
         r["entities"] = pii.mark(kept, r["text"])
-        r["entities_recovered"] = sum(e["recovered"] for e in r["entities"])
+        r["entities_recovered"] = sum(e["degree"] == "full" for e in r["entities"])
+        r["entities_partial"] = sum(e["degree"] == "partial" for e in r["entities"])
 
 
 # ---- resumable run -----------------------------------------------------------------------------------
@@ -431,10 +446,19 @@ def run_audit(
         chunks = _chunks_with_texts(source, CHUNK_SIZE, limit, refs)  # scoring is cheap: big chunks
         recon = out_dir / "reconstructions.jsonl"
         identified = run_identify_pass(
-            chunks, recon, out_dir / "identified.jsonl", lists, enc, scorer, len(found.ids), progress
+            chunks,
+            recon,
+            out_dir / "identified.jsonl",
+            lists,
+            enc,
+            scorer,
+            len(found.ids),
+            inv.cfg.model.seq_len - 1,
+            progress,
         )
         identified["scorer"] = scorer.kind
-    summary = summarise(out_dir / "reconstructions.jsonl", has_ref)
+    reach = inv.cfg.model.seq_len - 1
+    summary = summarise(out_dir / "reconstructions.jsonl", has_ref, reach)
     if identified is not None:
         summary["identified"] = identified
     summary.update(
@@ -587,9 +611,13 @@ class _Tally:
     recons: list[str] = field(default_factory=list)
     refs: list[str] = field(default_factory=list)
     top: list = field(default_factory=list)  # heap of (risk, -order, record without per-token arrays)
-    entity_hit: list[float] = field(default_factory=list)  # per record: 1/0 any entity recovered, NaN if none
-    by_type: dict[str, list[int]] = field(default_factory=dict)  # type -> [found, recovered]
-    pii_top: list = field(default_factory=list)  # heap of (entities recovered, token accuracy, -order, record)
+    entity_hit: list[float] = field(default_factory=list)  # per record: 1/0 an item back (whole or part), NaN if none
+    entity_full: list[float] = field(default_factory=list)  # per record: 1/0 an item back whole, NaN if none
+    by_type: dict[str, list[int]] = field(default_factory=dict)  # type -> [found, full, partial]
+    pii_top: list = field(default_factory=list)  # heap of (items back, token accuracy, -order, record)
+    band: list[str] = field(default_factory=list)  # per record: its length band
+    text_tokens: list[int] = field(default_factory=list)  # per record: tokens of its whole text
+    band_items: dict[str, list[int]] = field(default_factory=dict)  # band -> [found, full, partial, beyond]
 
 
 def _push(heap: list, item: tuple, n: int) -> None:
@@ -617,6 +645,8 @@ def _tally(path: Path, has_ref: bool, top_n: int) -> _Tally:
                 t.exact += bool(rec["exact"])
                 t.recons.append(rec["text"])
                 t.refs.append(rec["reference"])
+                t.band.append(rec["length_band"])
+                t.text_tokens.append(rec["text_tokens"])
             if "entities" in rec:
                 _tally_entities(t, rec, small, order, top_n)
     return t
@@ -624,45 +654,58 @@ def _tally(path: Path, has_ref: bool, top_n: int) -> _Tally:
 
 def _tally_entities(t: _Tally, rec: dict, small: dict, order: int, top_n: int) -> None:
     ents = rec["entities"]
-    t.entity_hit.append(float(rec["entities_recovered"] > 0) if ents else float("nan"))
+    full, part = rec["entities_recovered"], rec["entities_partial"]
+    t.entity_hit.append(float(full + part > 0) if ents else float("nan"))
+    t.entity_full.append(float(full > 0) if ents else float("nan"))
+    band = t.band_items.setdefault(rec["length_band"], [0, 0, 0, 0])
+    band[0] += len(ents)
+    band[1] += full
+    band[2] += part
+    band[3] += len(rec["entities_beyond"])
     for e in ents:
-        found_rec = t.by_type.setdefault(e["type"], [0, 0])
-        found_rec[0] += 1
-        found_rec[1] += bool(e["recovered"])
-    if rec["entities_recovered"]:
-        _push(t.pii_top, (rec["entities_recovered"], rec["token_accuracy"], -order, small), top_n)
+        counts = t.by_type.setdefault(e["type"], [0, 0, 0])
+        counts[0] += 1
+        counts[1] += e["degree"] == "full"
+        counts[2] += e["degree"] == "partial"
+    if full + part:
+        _push(t.pii_top, (full + 0.5 * part, rec["token_accuracy"], -order, small), top_n)
 
 
-def summarise(path: Path, has_ref: bool, top_n: int = TOP_N) -> dict[str, Any]:
-    """Corpus-level numbers of a finished reconstructions.jsonl (streamed; per-token arrays dropped)."""
+def summarise(path: Path, has_ref: bool, reach: int, top_n: int = TOP_N) -> dict[str, Any]:
+    """Corpus-level numbers of a finished reconstructions.jsonl (streamed; per-token arrays dropped).
+
+    Every rate comes with a 95% interval: Wilson for shares of records or items, a percentile
+    bootstrap over records for means (token accuracy) and for corpus BLEU. ``reach``: the tokens
+    the decoder can write (its sequence length less the EOS)."""
     t = _tally(path, has_ref, top_n)
     risk = np.asarray(t.risk)
-    edges = np.asarray(RISK_EDGES)
-    counts = np.histogram(risk, bins=edges)[0]
     s: dict[str, Any] = {
         "n": len(risk),
         "risk_mean": float(risk.mean()),
         "risk_median": float(np.median(risk)),
-        "risk_buckets": [
-            {"low": float(lo), "high": float(hi), "n": int(c)}
-            for lo, hi, c in zip(edges[:-1], edges[1:], counts, strict=True)
-        ],
         "most_exposed": [rec for _, _, rec in sorted(t.top, key=lambda x: (-x[0], -x[1]))],
         "cosine": float(np.mean(t.cos)),
     }
+    acc = np.asarray(t.acc) if has_ref else None
+    hit = np.asarray(t.entity_hit) if t.entity_hit else None
+    s["risk_bands"] = risk_bands(risk, acc, hit)
     if has_ref:
-        acc, lens = np.asarray(t.acc), np.asarray(t.ref_tokens)
+        lens = np.asarray(t.ref_tokens)
         s.update(
             token_accuracy=float((acc * lens).sum() / lens.sum()),  # pooled over positions, as evaluate reports
             token_accuracy_mean=float(acc.mean()),
+            token_accuracy_mean_ci=bootstrap_mean(acc),
             exact_match=t.exact / len(acc),
+            exact_match_ci=wilson(t.exact, len(acc)),
             bleu=bleu(t.recons, t.refs),
+            bleu_ci=bleu_interval(t.recons, t.refs),
             recovered_at_least={str(level): int((acc >= level - 1e-9).sum()) for level in ACCURACY_LEVELS},
             spearman_risk_vs_accuracy=spearman(risk, acc),
             spearman_risk_vs_bleu=spearman(risk, t.sbleu),
             calibration=calibration_bins(risk, acc, np.asarray(t.sbleu)),
             top_decile=top_decile(risk, acc, np.asarray(t.sbleu)),
             risk_candidates=_compare_scores(t, acc),
+            lengths=_length_summary(t, acc, reach),
         )
         s["_scatter"] = (risk, acc)
     if t.entity_hit:
@@ -671,32 +714,97 @@ def summarise(path: Path, has_ref: bool, top_n: int = TOP_N) -> dict[str, Any]:
     return s
 
 
+def risk_bands(risk: np.ndarray, acc: np.ndarray | None, hit: np.ndarray | None) -> list[dict[str, Any]]:
+    """Records cut by the risk score's own quantiles (lowest half, 50-75th, 75-90th percentile, top
+    10%), so that the bands spread the records whatever range the score takes on this store; per
+    band its score range and, where measured, mean token accuracy and the share of records with
+    personal data that gave an item back."""
+    order = np.argsort(risk, kind="mergesort")
+    n = len(order)
+    out = []
+    for lo_q, hi_q, label in RISK_QUANTILES:
+        g = order[int(round(lo_q * n)) : int(round(hi_q * n))]
+        if not len(g):
+            continue
+        band: dict[str, Any] = {"band": label, "n": len(g), "low": float(risk[g].min()), "high": float(risk[g].max())}
+        if acc is not None:
+            band["token_accuracy_mean"] = float(acc[g].mean())
+        if hit is not None:
+            h = hit[g][~np.isnan(hit[g])]
+            band["leaking"] = share(int(h.sum()), len(h))
+        out.append(band)
+    return out
+
+
+def _length_summary(t: _Tally, acc: np.ndarray, reach: int) -> dict[str, Any]:
+    """Per length band: records, how many are longer than the decoder writes, the share of their
+    text within its reach, token accuracy (bootstrap interval), records leaking personal data and
+    items back (Wilson intervals), and items past the decoder's reach."""
+    band, tokens = np.asarray(t.band), np.asarray(t.text_tokens)
+    hit = np.asarray(t.entity_hit) if t.entity_hit else None
+    rows = []
+    for _, _, label in length_bands(reach):
+        g = band == label
+        if not g.any():
+            continue
+        row: dict[str, Any] = {
+            "band": label,
+            "records": int(g.sum()),
+            "beyond_reach": int((tokens[g] > reach).sum()),
+            "reachable_share": float(np.minimum(1.0, reach / np.maximum(tokens[g], 1)).mean()),
+            "token_accuracy_mean": float(acc[g].mean()),
+            "token_accuracy_mean_ci": bootstrap_mean(acc[g]),
+        }
+        if hit is not None:
+            h = hit[g][~np.isnan(hit[g])]
+            found, full, part, beyond = t.band_items.get(label, [0, 0, 0, 0])
+            row.update(
+                leaking=share(int(h.sum()), len(h)),
+                items_full=share(full, found),
+                items_any=share(full + part, found),
+                items_beyond=beyond,
+            )
+        rows.append(row)
+    return {"reach": reach, "beyond_reach": int((tokens > reach).sum()), "bands": rows}
+
+
 def _compare_scores(t: _Tally, acc: np.ndarray) -> dict[str, dict[str, float]]:
     """Each candidate risk score against what was recovered: Spearman with token accuracy, AUC for
-    "at least 25% of tokens recovered" and, over records with entities, for "an entity recovered"."""
+    "at least 25% of tokens recovered" and, over records with entities, for "an entity recovered"
+    (whole or in part), with the number of positive records behind each AUC."""
     hit = np.asarray(t.entity_hit) if t.entity_hit else np.full(len(acc), np.nan)
     with_ents = ~np.isnan(hit)
+    pos25 = acc >= 0.25 - 1e-9
     out = {}
     for name, values in t.candidates.items():
         v = np.asarray(values)
         out[name] = {
             "spearman_accuracy": spearman(v, acc),
-            "auc_25": auc(v, acc >= 0.25 - 1e-9),
+            "auc_25": auc(v, pos25),
             "auc_entity": auc(v[with_ents], hit[with_ents] > 0) if with_ents.any() else float("nan"),
+            "positives_25": int(pos25.sum()),
+            "positives_entity": int((hit[with_ents] > 0).sum()),
         }
     return out
 
 
 def _entity_summary(t: _Tally) -> dict[str, Any]:
-    hit = np.asarray(t.entity_hit)
+    hit, full = np.asarray(t.entity_hit), np.asarray(t.entity_full)
     with_ents = ~np.isnan(hit)
+    n = int(with_ents.sum())
+    by_type = {}
+    for k, (found, whole, part) in sorted(t.by_type.items(), key=lambda kv: (-kv[1][0], kv[0])):
+        by_type[k] = {
+            "found": found,
+            "full": share(whole, found),
+            "partial": share(part, found),
+            "any": share(whole + part, found),
+        }
     return {
-        "records_with_entities": int(with_ents.sum()),
-        "records_with_recovered": int((hit[with_ents] > 0).sum()),
-        "by_type": {
-            k: {"found": f, "recovered": r, "rate": r / f}
-            for k, (f, r) in sorted(t.by_type.items(), key=lambda kv: (-kv[1][0], kv[0]))
-        },
+        "records_with_entities": n,
+        "records_with_recovered": share(int((full[with_ents] > 0).sum()), n),
+        "records_leaking": share(int((hit[with_ents] > 0).sum()), n),
+        "by_type": by_type,
         "most_exposed": [rec for *_, rec in sorted(t.pii_top, key=lambda x: (-x[0], -x[1], -x[2]))],
     }
 
@@ -749,11 +857,16 @@ class Section:
     table: tuple[list[str], list[list[str]]] | None = None
 
 
+class Code(str):
+    """A table cell shown as code (backticks in Markdown, <code> in HTML); other cells are plain text."""
+
+
 def markdown_table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A Markdown table; cells are str()-ed and their pipes escaped."""
+    """A Markdown table; cells are str()-ed and their pipes escaped, ``Code`` cells in backticks."""
 
     def cell(v: Any) -> str:
-        return str(v).replace("|", "\\|").replace("\n", " ")
+        text = str(v).replace("|", "\\|").replace("\n", " ")
+        return f"`{text}`" if isinstance(v, Code) else text
 
     lines = ["| " + " | ".join(map(cell, head)) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
@@ -764,43 +877,70 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def _selection(s: dict[str, Any]) -> str:
+    """Which records the figures come from: all, the first N, or a uniform random sample."""
+    sel = s.get("selection") or {"how": "all", "n": s["n"], "of": s["n"]}
+    of = f"{sel['of']:,}" if sel.get("of") is not None else "an unknown number of"
+    if sel["how"] == "sample":
+        return (
+            f"**Estimated from a uniform random sample of {sel['n']:,} of {of} records (seed {sel['seed']})**: "
+            "every rate below is an estimate for the whole store, with its 95% interval."
+        )
+    if sel["how"] == "first":
+        return (
+            f"**The first {sel['n']:,} of {of} records** (`--limit`): the figures describe these records, "
+            "not the store (a store's first records are often its oldest, or one tenant's); use `--sample N` "
+            "for an estimate of the whole store."
+        )
+    return f"All {sel['n']:,} records of the store."
+
+
+def _ci_range(ci: Sequence[float], fmt=_pct) -> str:
+    return f"{fmt(ci[0])}–{fmt(ci[1])}"
+
+
 def build_sections(s: dict[str, Any]) -> list[Section]:
     """The report's sections from a summary (see ``summarise``)."""
     n = s["n"]
     overview = [
+        _selection(s),
         f"Model `{s['model']}` (encoder `{s['encoder']}`), strategy `{s['strategy']}`, {s['num_steps']} steps, "
-        f"seed {s['seed']}. Vectors: `{s['vectors']}` ({n} records). Reference texts: "
+        f"seed {s['seed']}. Vectors: `{s['vectors']}` ({n} records audited). Reference texts: "
         + (f"`{s['texts']}`." if s["texts"] else "none (only the risk score is available)."),
         f"Risk score (`{s['risk_score']}`): {s['risk_definition']}. Mean {s['risk_mean']:.3f}, "
         f"median {s['risk_median']:.3f}.",
     ]
-    if "identified" in s and s["identified"]["records_with_items"]:
+    if ("identified" in s and s["identified"]["records_with_items"]) or s.get("entities", {}).get(
+        "records_with_entities"
+    ):
         overview.insert(0, _headline(s))
     sections = [Section("Overview", overview), _attacker_section(s)]
     if "token_accuracy" in s:
+        bleu_ci = _ci_range(s["bleu_ci"], lambda x: f"{x:.1f}")
         rows = [
-            ["token accuracy (pooled over reference tokens)", _pct(s["token_accuracy"])],
-            ["token accuracy (mean per record)", _pct(s["token_accuracy_mean"])],
-            ["exact match", _pct(s["exact_match"])],
-            ["BLEU", f"{s['bleu']:.1f}"],
-            ["cosine (reconstruction re-embedded vs stored vector)", f"{s['cosine']:.3f}"],
+            ["token accuracy (pooled over reference tokens)", _pct(s["token_accuracy"]), "–"],
+            [
+                "token accuracy (mean per record)",
+                _pct(s["token_accuracy_mean"]),
+                _ci_range(s["token_accuracy_mean_ci"]),
+            ],
+            ["exact match", _pct(s["exact_match"]), _ci_range(s["exact_match_ci"])],
+            ["BLEU", f"{s['bleu']:.1f}", bleu_ci],
+            ["cosine (reconstruction re-embedded vs stored vector)", f"{s['cosine']:.3f}", "–"],
         ]
         sections.append(
             Section(
                 "Measured leakage",
                 [
-                    "Measured against the reference texts as the decoder "
-                    "can write them (its tokenizer, cut to its length)."
+                    "Measured against the reference texts as the decoder can write them (its tokenizer, cut to "
+                    "its length). Intervals: 95%, a bootstrap over records for means and BLEU, Wilson for shares."
                 ],
-                table=(["metric", "value"], rows),
+                table=(["metric", "value", "95% interval"], rows),
             )
         )
-    rows = [[f"{b['low']:.1f}–{b['high']:.1f}", b["n"], _pct(b["n"] / n)] for b in s["risk_buckets"]]
-    paras = [f"How many records fall in each band of the risk score (`{s['risk_score']}`)."]
-    if "recovered_at_least" in s:
-        got = ", ".join(f"{c} ({_pct(c / n)}) at ≥{_pct(float(k))}" for k, c in s["recovered_at_least"].items())
-        paras.append(f"Measured token accuracy: {got}.")
-    sections.append(Section("Recovery", paras, "recovery.png", (["risk score", "records", "share"], rows)))
+    if "lengths" in s:
+        sections.append(_length_section(s))
+    sections.append(_risk_bands_section(s))
     if "entities" in s:
         sections.append(_entities_section(s))
         if s["entities"]["most_exposed"]:
@@ -812,6 +952,65 @@ def build_sections(s: dict[str, Any]) -> list[Section]:
         sections.append(_calibration_section(s))
         sections.append(_candidates_section(s))
     return sections
+
+
+def _risk_bands_section(s: dict[str, Any]) -> Section:
+    head = ["band of the risk score", "score range", "records"]
+    has_acc = any("token_accuracy_mean" in b for b in s["risk_bands"])
+    has_hit = any("leaking" in b for b in s["risk_bands"])
+    head += ["mean token accuracy"] * has_acc + ["records with personal data giving an item back"] * has_hit
+    rows = []
+    for b in s["risk_bands"]:
+        row = [b["band"], f"{b['low']:.3f}–{b['high']:.3f}", b["n"]]
+        if has_acc:
+            row.append(_pct(b["token_accuracy_mean"]))
+        if has_hit:
+            row.append(_ci(b["leaking"]))
+        rows.append(row)
+    paras = [
+        f"Records cut by the quantiles of the risk score (`{s['risk_score']}`) on this store, so that each band "
+        "holds a known share of the records whatever range the score takes here; where the texts are known, "
+        "what was measured in each band."
+    ]
+    if "recovered_at_least" in s:
+        got = ", ".join(f"{c} ({_pct(c / s['n'])}) at ≥{_pct(float(k))}" for k, c in s["recovered_at_least"].items())
+        paras.append(f"Measured token accuracy: {got}.")
+    return Section("Recovery by risk score", paras, "recovery.png", (head, rows))
+
+
+def _length_section(s: dict[str, Any]) -> Section:
+    ln = s["lengths"]
+    has_ents = any("leaking" in b for b in ln["bands"])
+    head = [
+        "length (tokens of the whole text)",
+        "records",
+        "longer than the decoder writes",
+        "share of the text within reach",
+    ]
+    head += ["mean token accuracy (95% CI)"]
+    if has_ents:
+        head += ["records leaking personal data", "items back whole", "items back whole or in part", "items past reach"]
+    rows = []
+    for b in ln["bands"]:
+        row = [
+            b["band"],
+            b["records"],
+            b["beyond_reach"],
+            _pct(b["reachable_share"]),
+            f"{_pct(b['token_accuracy_mean'])} ({_ci_range(b['token_accuracy_mean_ci'])})",
+        ]
+        if has_ents:
+            row += [_ci(b["leaking"]), _ci(b["items_full"]), _ci(b["items_any"]), b["items_beyond"]]
+        rows.append(row)
+    paras = [
+        f"The decoder writes at most {ln['reach']} tokens (its sequence length less the end mark), so a longer "
+        f"record can only be recovered up to its first {ln['reach']} tokens: {ln['beyond_reach']} of {s['n']} "
+        "records are longer (`beyond_reach` in reconstructions.jsonl). Token accuracy is measured on the part "
+        'within reach; "share of the text within reach" is what part of each record\'s text the decoder could '
+        "have written at all; personal data past it is not counted as missed by the inversion but listed as past "
+        "reach (the known-value attack still sees it: the vector holds the whole text).",
+    ]
+    return Section("Leakage by record length", paras, table=(head, rows))
 
 
 def _attacker_section(s: dict[str, Any]) -> Section:
@@ -842,37 +1041,49 @@ def _attacker_section(s: dict[str, Any]) -> Section:
 
 def _entities_section(s: dict[str, Any]) -> Section:
     e = s["entities"]
-    rows = [[k, v["found"], v["recovered"], _pct(v["rate"])] for k, v in e["by_type"].items()]
+    rows = [
+        [k, v["found"], _ci(v["full"]), _ci(v["partial"]), _ci(share(v["found"] - v["any"]["k"], v["found"]))]
+        for k, v in e["by_type"].items()
+    ]
     n_with = e["records_with_entities"]
     paras = [
         f"Personal data found in the reference texts (`{s['entities_mode']}`: spaCy's English model for names, "
-        "organisations, places, dates and amounts; regular expressions for e-mail addresses, phone numbers, URLs, "
-        "numbers and money) and how much of it came back in the reconstructions (the entity's words, in order).",
-        f"{n_with} of {s['n']} records hold personal data; in {e['records_with_recovered']} "
-        f"({_pct(e['records_with_recovered'] / n_with) if n_with else 'n/a'}) of them at least one item was "
-        "recovered.",
+        "organisations, places, dates and amounts; regular expressions for e-mail addresses, phone numbers, street "
+        "addresses, URLs, numbers and money) and how much of each item came back in the reconstructions: **whole** "
+        "(its words in order; a number's digits in any grouping), **in part** (a part that identifies on its own: "
+        "one of a person's names, an e-mail's local part or domain, a group of a phone number's digits, a date's "
+        "year), or not at all. Items past the decoder's reach are not counted here (see the length section).",
+        f"{n_with} of {s['n']} records hold personal data within the decoder's reach; in "
+        f"{_ci(e['records_leaking'])} of them at least one item came back whole or in part (whole: "
+        f"{_ci(e['records_with_recovered'])}).",
     ]
-    sec = Section("Personal data", paras, table=(["type", "found", "recovered", "recovery rate"], rows))
-    return sec
+    head = ["type", "items found", "back whole", "back in part", "not back"]
+    return Section("Personal data written back by the inversion", paras, table=(head, rows))
 
 
 def _ci(x: dict[str, Any]) -> str:
     """'12 of 40 (30.0%, 95% CI 18.1-45.4%)' from a share entry (see audit_identify._share)."""
     if not x["n"]:
         return "n/a (none)"
-    return f"{x['k']} of {x['n']} ({_pct(x['share'])}, 95% CI {100 * x['low']:.1f}–{100 * x['high']:.1f}%)"
+    few = f" (only {x['n']}: too few to judge)" if x["n"] < FEW else ""
+    return f"{x['k']} of {x['n']} ({_pct(x['share'])}, 95% CI {100 * x['low']:.1f}–{100 * x['high']:.1f}%){few}"
 
 
 def _headline(s: dict[str, Any]) -> str:
-    i = s["identified"]
-    n, k = i["records_with_items"], i["records_leaking"]
-    lo, hi = wilson(k, n)
+    """The one sentence a reader takes away: records whose personal data leaks, by either attack."""
+    i = s.get("identified")
+    if i and i["records_with_items"]:
+        x = share(i["records_leaking"], i["records_with_items"])
+        return (
+            f"**Personal data leaks from {_ci(x)} records that hold it**: the inversion wrote an item back, "
+            f"whole or in part, in {i['records_inverted']}; an attacker holding the list of the store's own values "
+            f"(names, e-mails, places, ...) singles out an item of {i['records_identified']} by the known-value "
+            "attack. Both are lower bounds (see below)."
+        )
+    e = s["entities"]
     return (
-        f"**Personal data leaks from {k} of {n} records that hold it ({_pct(k / n)}, 95% CI "
-        f"{100 * lo:.1f}–{100 * hi:.1f}%)**: the inversion wrote an item back in {i['records_inverted']}; an "
-        "attacker holding "
-        f"the list of the store's own values (names, e-mails, places, ...) singles out an item of "
-        f"{i['records_identified']} by the known-value attack. Both are lower bounds (see below)."
+        f"**Personal data leaks from {_ci(e['records_leaking'])} records that hold it**: the inversion wrote an "
+        "item back, whole or in part. This is a lower bound (see below)."
     )
 
 
@@ -892,17 +1103,17 @@ def _identified_sections(s: dict[str, Any]) -> list[Section]:
         "phone numbers) to 1,000 values. Personal data here means names, organisations, places, e-mail "
         "addresses, phone numbers and URLs (dates and numbers identify nobody on their own).",
     ]
-    head = ["type", "list size", "ranked first", "in top 5", "written back by the inversion"]
+    head = ["type", "list size", "ranked first", "in top 5", "written back by the inversion (whole or in part)"]
     rows = [[k, e["list_size"], _ci(e["first"]), _ci(e["top5"]), _ci(e["inverted"])] for k, e in i["insider"].items()]
     out = [Section("Identified from a list: the store's own values", paras, table=(head, rows))]
-    bands = [label for _, _, label in BANDS]
+    bands = i["bands"]
     if i["insider"]:
         rows = [[k] + [_ci(e["bands"][b]) if b in e["bands"] else "–" for b in bands] for k, e in i["insider"].items()]
         out.append(
             Section(
                 "Identified from a list, by record length",
                 [
-                    "Items ranked first, by the length of the record's true text in words: the longer the record, "
+                    "Items ranked first, by the length of the record's true text in tokens: the longer the record, "
                     "the less one value weighs in its vector."
                 ],
                 table=(["type", *bands], rows),
@@ -936,7 +1147,11 @@ def _pii_exposed_section(s: dict[str, Any]) -> Section:
     rows = [
         [
             r["id"],
-            ", ".join(f"{x['text']} ({x['type']})" for x in r["entities"] if x["recovered"]),
+            ", ".join(
+                f"{x['text']} ({x['type']}{', in part' if x['degree'] == 'partial' else ''})"
+                for x in r["entities"]
+                if x["degree"] != "none"
+            ),
             r["text"],
             r["reference"],
         ]
@@ -944,18 +1159,22 @@ def _pii_exposed_section(s: dict[str, Any]) -> Section:
     ]
     return Section(
         "Records whose personal data came back",
-        [f"The {len(recs)} records with the most recovered items (then the highest token accuracy)."],
-        table=(["id", "recovered", "reconstruction", "reference"], rows),
+        [
+            f"The {len(recs)} records with the most items back (an item back whole counts twice one back in part; "
+            "then the highest token accuracy)."
+        ],
+        table=(["id", "items back", "reconstruction", "reference"], rows),
     )
 
 
 def _candidates_section(s: dict[str, Any]) -> Section:
     rows = [
         [
-            f"`{k}`" + (" (used)" if k == s["risk_score"] else ""),
+            Code(k),
+            "yes" if k == s["risk_score"] else "",
             _rho(v["spearman_accuracy"]),
-            _rho(v["auc_25"]),
-            _rho(v["auc_entity"]),
+            _auc(v["auc_25"], v["positives_25"]),
+            _auc(v["auc_entity"], v["positives_entity"]),
         ]
         for k, v in s["risk_candidates"].items()
     ]
@@ -966,7 +1185,14 @@ def _candidates_section(s: dict[str, Any]) -> Section:
         + "; ".join(f"`{k}`: {d}" for k, d in RISK_DEFINITIONS.items())
         + ".",
     ]
-    return Section("Risk score candidates", paras, table=(["score", "Spearman", "AUC ≥25% tokens", "AUC entity"], rows))
+    head = ["score", "used", "Spearman", "AUC ≥25% tokens", "AUC entity"]
+    return Section("Risk score candidates", paras, table=(head, rows))
+
+
+def _auc(x: float, positives: int) -> str:
+    if math.isnan(x):
+        return _rho(x)
+    return f"{x:.3f}" + (f" (from {positives} positive records: too few to judge)" if positives < FEW else "")
 
 
 def _rho(x: float) -> str:
@@ -1038,6 +1264,11 @@ def _inline(text: str) -> str:
     return out
 
 
+def _cell_html(c: Any) -> str:
+    text = html.escape(str(c))
+    return f"<code>{text}</code>" if isinstance(c, Code) else text
+
+
 def render_html(title: str, sections: Sequence[Section], folder: Path) -> str:
     """A self-contained page: inline CSS, each PNG (read from ``folder``) embedded as a data URI."""
     parts = [
@@ -1053,7 +1284,7 @@ def render_html(title: str, sections: Sequence[Section], folder: Path) -> str:
         if sec.table:
             head, rows = sec.table
             parts.append("<table><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in head) + "</tr>")
-            parts += ["<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows]
+            parts += ["<tr>" + "".join(f"<td>{_cell_html(c)}</td>" for c in r) + "</tr>" for r in rows]
             parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
@@ -1068,6 +1299,13 @@ def pyplot():
     return plt
 
 
+def _span(values: np.ndarray) -> tuple[float, float]:
+    """The range of ``values`` with a 5% margin, inside [0, 1] (a single value gets +-0.05)."""
+    lo, hi = float(np.min(values)), float(np.max(values))
+    pad = max(0.05 * (hi - lo), 0.005 if hi > lo else 0.05)
+    return max(0.0, lo - pad), min(1.0, hi + pad)
+
+
 def plot_recovery(s: dict[str, Any], path: Path) -> None:
     """PNG: histogram of risk scores and, with REF, of measured token accuracy."""
     plt = pyplot()
@@ -1076,7 +1314,7 @@ def plot_recovery(s: dict[str, Any], path: Path) -> None:
         panels.append(("measured token accuracy", s["_scatter"][1]))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     for ax, (label, values) in zip(axes[0], panels, strict=True):
-        ax.hist(values, bins=20, range=(0, 1), color="#4477aa")
+        ax.hist(values, bins=20, range=_span(values), color="#4477aa")
         ax.set_xlabel(label)
         ax.set_ylabel("records")
         ax.grid(alpha=0.3)
@@ -1096,9 +1334,11 @@ def plot_calibration(s: dict[str, Any], path: Path) -> None:
     b = s["calibration"]
     ax.plot([x["risk"] for x in b], [x["token_accuracy"] for x in b], "o-", color="#cc3311", label="group means")
     ax.plot([x["risk"] for x in b], [x["share_25"] for x in b], "s-", color="#228833", label="share ≥25% tokens")
-    ax.plot([0, 1], [0, 1], "--", color="#999999", label="y = x")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(-0.02, 1.02)
+    lo, hi = _span(risk)
+    ax.plot([lo, hi], [lo, hi], "--", color="#999999", label="y = x")
+    ax.set_xlim(lo, hi)  # the scores' own range: on most stores they fill a small part of [0, 1]
+    top = max(float(acc.max()), max(x["share_25"] for x in b), hi)
+    ax.set_ylim(-0.02, min(1.02, top + 0.05))
     ax.set_xlabel("risk score")
     ax.set_ylabel("measured token accuracy / share")
     auc25 = s["risk_candidates"][s["risk_score"]]["auc_25"]

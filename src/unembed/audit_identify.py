@@ -13,9 +13,10 @@ SOURCE; nothing but the scores is kept per record). Two kinds of list:
   record *holds* a listed value when the value's words appear in its text, and the attack
   succeeds on it when its first-ranked candidate is a value it holds.
 
-Shares come with 95% Wilson intervals, overall and per record length band (words of the true
-text). Writes ``identified.jsonl`` (per record: id, words, items with their rank, the top
-candidates of the user's lists) and returns the summary's ``identified`` entry.
+Shares come with 95% Wilson intervals, overall and per record length band (``length_bands``:
+tokens of the true text under the encoder's tokenizer, as the audit records them). Writes
+``identified.jsonl`` (per record: id, tokens, band, items with their rank, the top candidates of
+the user's lists) and returns the summary's ``identified`` entry.
 """
 
 from __future__ import annotations
@@ -31,16 +32,26 @@ from tqdm import tqdm
 
 from . import pii
 from .identify import CandidateList, Candidates, FullNames, candidate_vectors, decoys_for, identify, rank
-from .metrics import wilson
+from .metrics import share
 
 INSIDER_TYPES = ("person", "organisation", "place", "email", "phone", "url")
-BANDS = ((1, 15, "1-15 words"), (16, 40, "16-40 words"), (41, 100, "41-100 words"), (101, 10**9, "over 100 words"))
+LONG = 128  # tokens: a typical retrieval chunk is longer
 TOP_K = 5
 SHOWN = 20
 
 
-def band_of(words: int) -> str:
-    return next(label for lo, hi, label in BANDS if lo <= words <= hi)
+def length_bands(reach: int) -> list[tuple[int, int, str]]:
+    """Length bands in tokens of the encoder's tokenizer: what the decoder can write whole (up to
+    ``reach``, its sequence length less the EOS), up to LONG tokens, longer."""
+    bands = [(0, reach, f"≤ {reach} tokens")]
+    if reach < LONG:
+        bands.append((reach + 1, LONG, f"{reach + 1}-{LONG} tokens"))
+    bands.append((max(reach, LONG) + 1, 1 << 62, f"> {max(reach, LONG)} tokens"))
+    return bands
+
+
+def band_of(tokens: int, reach: int) -> str:
+    return next(label for lo, hi, label in length_bands(reach) if lo <= tokens <= hi)
 
 
 def record_items(rec: dict) -> list[dict]:
@@ -95,6 +106,7 @@ def run_identify_pass(
     encoder,
     scorer,
     n: int,
+    reach: int,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Score every record (``chunks`` yields ids, vectors and true texts in reconstruction order)
@@ -119,7 +131,7 @@ def run_identify_pass(
                     rows.append(_small(row))
                 bar.update(len(ids))
     os.replace(tmp, out)
-    return summarise_identified(rows, insider, lists)
+    return summarise_identified(rows, insider, lists, [label for *_, label in length_bands(reach)])
 
 
 def _next_record(fh, record_id, recon: Path) -> dict:
@@ -142,7 +154,6 @@ def _has_entities(recon: Path) -> bool:
 
 
 def _record_row(i, rec, text, ranked, index, j, found, lists, held) -> dict:
-    words = len(text.split()) if text else None
     items = []
     for e in record_items(rec):
         r = ranked[e["type"]][j]
@@ -155,10 +166,16 @@ def _record_row(i, rec, text, ranked, index, j, found, lists, held) -> dict:
                 "first": pos == 0,
                 "top5": pos is not None,
                 "probability": float(r.probability[pos]) if pos is not None else 0.0,
-                "inverted": bool(e.get("recovered", False)),
+                "inverted": e.get("degree", "none") != "none",  # written back, whole or in part
             }
         )
-    row: dict[str, Any] = {"id": i, "words": words, "items": items, "candidates": found}
+    row: dict[str, Any] = {
+        "id": i,
+        "tokens": rec.get("text_tokens"),
+        "band": rec.get("length_band"),
+        "items": items,
+        "candidates": found,
+    }
     if text is not None and lists:
         row["lists"] = []
         for clist, h in zip(lists, held):
@@ -175,24 +192,22 @@ def _small(row: dict) -> dict:
     return {**row, "candidates": row["candidates"][:3]}
 
 
-def _share(k: int, n: int) -> dict[str, Any]:
-    lo, hi = wilson(k, n)
-    return {"k": k, "n": n, "share": k / n if n else None, "low": lo, "high": hi}
-
-
-def summarise_identified(rows: list[dict], insider: dict[str, CandidateList], lists: Sequence[Candidates]) -> dict:
-    """Shares by type and length band for the insider's lists, and for each user list."""
-    s: dict[str, Any] = {"records": len(rows), "insider": {}, "lists": []}
+def summarise_identified(
+    rows: list[dict], insider: dict[str, CandidateList], lists: Sequence[Candidates], bands: Sequence[str]
+) -> dict:
+    """Shares by type and length band (``bands``: their labels in order) for the insider's lists,
+    and for each user list."""
+    s: dict[str, Any] = {"records": len(rows), "insider": {}, "lists": [], "bands": list(bands)}
     for kind, clist in insider.items():
         entry: dict[str, Any] = {"list_size": len(clist.values), "source": clist.source, "bands": {}}
-        got = [(r["words"], it) for r in rows for it in r["items"] if it["type"] == kind]
-        entry["first"] = _share(sum(it["first"] for _, it in got), len(got))
-        entry["top5"] = _share(sum(it["top5"] for _, it in got), len(got))
-        entry["inverted"] = _share(sum(it["inverted"] for _, it in got), len(got))
-        for _, _, label in BANDS:
-            sub = [it for w, it in got if w is not None and band_of(w) == label]
+        got = [(r["band"], it) for r in rows for it in r["items"] if it["type"] == kind]
+        entry["first"] = share(sum(it["first"] for _, it in got), len(got))
+        entry["top5"] = share(sum(it["top5"] for _, it in got), len(got))
+        entry["inverted"] = share(sum(it["inverted"] for _, it in got), len(got))
+        for label in bands:
+            sub = [it for b, it in got if b == label]
             if sub:
-                entry["bands"][label] = _share(sum(it["first"] for it in sub), len(sub))
+                entry["bands"][label] = share(sum(it["first"] for it in sub), len(sub))
         s["insider"][kind] = entry
     with_items = [r for r in rows if r["items"]]
     s["records_with_items"] = len(with_items)
@@ -209,12 +224,12 @@ def summarise_identified(rows: list[dict], insider: dict[str, CandidateList], li
         entry["mean_top_probability"] = float(np.mean([t["probability"] if t else 0.0 for t in tops]))
         if rows and "lists" in rows[0]:
             holding = [r for r in rows if r["lists"][j]["holds"]]
-            entry["first"] = _share(sum(r["lists"][j]["first"] for r in holding), len(holding))
+            entry["first"] = share(sum(r["lists"][j]["first"] for r in holding), len(holding))
             entry["bands"] = {}
-            for _, _, label in BANDS:
-                sub = [r for r in holding if band_of(r["words"]) == label]
+            for label in bands:
+                sub = [r for r in holding if r["band"] == label]
                 if sub:
-                    entry["bands"][label] = _share(sum(r["lists"][j]["first"] for r in sub), len(sub))
+                    entry["bands"][label] = share(sum(r["lists"][j]["first"] for r in sub), len(sub))
             probs = [t["probability"] if t else 0.0 for t in tops]
             truth = [bool(r["lists"][j]["first"]) for r in rows]
             entry["calibration"] = {

@@ -152,3 +152,45 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / d
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def share(k: int, n: int) -> dict:
+    """k of n with its 95% Wilson interval: ``{"k", "n", "share" (None when n is 0), "low", "high"}``."""
+    lo, hi = wilson(k, n)
+    return {"k": int(k), "n": int(n), "share": k / n if n else None, "low": lo, "high": hi}
+
+
+BOOTSTRAP = 1000  # resamples behind every bootstrap interval
+
+
+def bootstrap_mean(values: Sequence[float], n: int = BOOTSTRAP, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the mean of ``values`` (records resampled with
+    replacement, ``seed`` fixed so a report gives the same interval twice); (nan, nan) when empty."""
+    v = np.asarray(values, dtype=np.float64)
+    if not len(v):
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = np.empty(n)
+    for lo in range(0, n, 100):  # bounded memory: 100 resamples at a time
+        k = min(100, n - lo)
+        means[lo : lo + k] = v[rng.integers(0, len(v), (k, len(v)))].mean(1)
+    a, b = np.percentile(means, [2.5, 97.5])
+    return float(a), float(b)
+
+
+def bleu_interval(preds: Sequence[str], refs: Sequence[str], n: int = BOOTSTRAP, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of corpus BLEU over records: each record's n-gram counts
+    are taken once (sacrebleu's statistics) and summed per resample."""
+    from sacrebleu.metrics import BLEU
+
+    if not preds:
+        return float("nan"), float("nan")
+    metric = BLEU()
+    stats = np.asarray(metric._extract_corpus_statistics(list(preds), [list(refs)]), dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    scores = np.empty(n)
+    for i in range(n):
+        pick = rng.integers(0, len(stats), len(stats))
+        scores[i] = metric._compute_score_from_stats(list(stats[pick].sum(0))).score
+    a, b = np.percentile(scores, [2.5, 97.5])
+    return float(a), float(b)

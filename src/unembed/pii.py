@@ -1,17 +1,30 @@
-"""Personal data in a reference text, and which of it a reconstruction gives back.
+"""Personal data in a reference text, and how much of it a reconstruction gives back.
 
 ``find(texts, mode)`` finds the entities of each text: with ``mode="spacy"`` the named entities of
 spaCy's packaged small English model (people, organisations, places, dates, times, money,
 numbers), plus, in every mode but ``"off"``, regular expressions for the structured kinds spaCy
-misses or splits (e-mail addresses, phone numbers, URLs, numeric dates, amounts of money) and,
-last, any other number. Where two finds overlap the earlier one wins: structured regexes, then
-spaCy, then bare numbers.
+misses or splits (e-mail addresses, phone numbers in the usual US groupings with an optional
+country prefix and extension, street addresses ending in a USPS street suffix with an optional
+apartment or suite, URLs, numeric dates, amounts of money) and, last, any other number. Where two
+finds overlap the earlier one wins: structured regexes, then spaCy, then bare numbers. spaCy's
+dates and times without a digit or a month name ("daily", "last week") are not personal data and
+are dropped; a leading role word ("Customer", "Patient", "Dr.") is cut from a person's name.
+How well this finds each type is measured on ``tests/data/pii_labelled.jsonl``
+(``scripts/pii_eval.py``, docs/audit.md).
 
-``recovered(entity, reconstruction)`` is True when the entity's words appear, in order and
-contiguous, among the reconstruction's words, both lower-cased and cut into runs of letters and
-digits. This matches how the decoder writes text (lower case, WordPiece spacing such as
-``john. smith @ example. com``), so ``john.smith@example.com`` is recovered by
-``john smith example com`` but not by ``john example``.
+``degree(entity, reconstruction)`` says how much of an entity came back, comparing words that are
+lower-cased and cut into runs of letters and digits (how the decoder writes text, e.g.
+``john. smith @ example. com``):
+
+* ``"full"``: the entity's words appear in order and contiguous among the reconstruction's (for
+  a phone number or other number: its digits, in any grouping);
+* ``"partial"``: a part that identifies on its own came back: any of a person's or place's or
+  organisation's words of 3+ letters (not a stop word), an e-mail's local part or its domain, a
+  URL's host, one of a number's own digit groups of 3+ digits (or 5+ of its digits in a row), a
+  date's year or its day with its month;
+* ``"none"``.
+
+``recovered`` is ``degree == "full"``.
 """
 
 from __future__ import annotations
@@ -38,15 +51,48 @@ SPACY_TYPES = {
     "QUANTITY": "number",
     "PERCENT": "number",
 }
+ROLE_WORDS = {"customer", "patient", "tenant", "employee", "client", "dr", "mr", "mrs", "ms", "miss", "prof", "sir"}
+STOP_WORDS = {
+    "the", "and", "for", "with", "from", "that", "this", "are", "was", "has", "have", "not", "but", "you",
+    "inc", "llc", "ltd", "group", "company", "corp", "street", "avenue", "road", "suite", "apt",
+}  # fmt: skip
+MONTHS = (
+    "january february march april may june july august september october november december "
+    "jan feb mar apr jun jul aug sep sept oct nov dec"
+).split()
+
+
+def _street_suffixes() -> str:
+    """USPS street suffixes (as Faker's en_US provider lists them), longest first, as a regex group."""
+    try:
+        from faker.providers.address.en_US import Provider
+
+        names = set(Provider.street_suffixes)
+    except ImportError:  # Faker is a core dependency; this keeps the module importable without it
+        names = set()
+    names |= {"Street", "St", "Avenue", "Ave", "Road", "Rd", "Lane", "Ln", "Drive", "Dr", "Boulevard", "Blvd"}
+    names |= {"Court", "Ct", "Way", "Place", "Pl", "Square", "Terrace", "Parkway", "Pkwy", "Highway", "Hwy"}
+    return "|".join(sorted((re.escape(n) for n in names), key=len, reverse=True))
+
+
 PATTERNS = {
     "email": re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),
     "url": re.compile(r"\b(?:https?://|www\.)[^\s<>\"']+[^\s<>\"'.,;:!?)]"),
-    "phone": re.compile(r"(?<![\w.+])(?:\+?\d{1,3}[ .-]?)?\(?\d{3}\)?[ .-]?\d{3}[ .-]\d{4}(?!\w)"),
+    "phone": re.compile(  # US groupings (with country prefix, extension), or international "+44 20 ..." / "020-..."
+        r"(?<![\w.+-])(?:(?:(?:\+|00)?\d{1,3}[ .-]?)?(?:\(\d{3}\)\s?|\d{3}[ .-]?)\d{3}[ .-]?\d{4}"
+        r"|\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}|0\d{1,4}[ .-]\d{3,4}[ .-]\d{3,4})"
+        r"(?:\s?(?:x|ext\.?)\s?\d{1,6})?(?![\w-])"
+    ),
+    "address": re.compile(
+        r"\b\d{1,6}\s+(?:[A-Z][\w'-]*\.?\s+){1,3}(?:" + _street_suffixes() + r")\b\.?"
+        r"(?:,?\s+(?:Apt\.?|Suite|Unit|#)\s*\w{1,6})?"
+    ),
     "money": re.compile(r"[$€£¥]\s?\d[\d,]*(?:\.\d+)?|\b\d[\d,]*(?:\.\d+)?\s?(?:dollars|euros|usd|eur|gbp)\b", re.I),
     "date": re.compile(r"\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}/\d{1,2}/\d{2,4}\b"),
 }
 NUMBER = re.compile(r"(?<![\w.,])\d[\d,]*(?:\.\d+)?(?!\w)")  # after spaCy: its dates and amounts win
-TYPES = ("person", "organisation", "place", "date", "money", "number", "email", "phone", "url")
+TYPES = ("person", "organisation", "place", "address", "date", "money", "number", "email", "phone", "url")
+DEGREES = ("full", "partial", "none")
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -54,10 +100,56 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
+def _contains(r: list[str], e: list[str]) -> bool:
+    return bool(e) and any(r[i : i + len(e)] == e for i in range(len(r) - len(e) + 1))
+
+
 def recovered(entity: str, reconstruction: str) -> bool:
     """Whether the entity's words appear contiguously, in order, in the reconstruction's words."""
-    e, r = words(entity), words(reconstruction)
-    return bool(e) and any(r[i : i + len(e)] == e for i in range(len(r) - len(e) + 1))
+    return _contains(words(reconstruction), words(entity))
+
+
+def _digits(text: str) -> str:
+    return "".join(ch for ch in text if ch.isdigit())
+
+
+def degree(entity: dict[str, str] | str, reconstruction: str, kind: str | None = None) -> str:
+    """How much of an entity (``{"type", "text"}``, or its text and ``kind``) the reconstruction
+    gives back: "full", "partial" or "none" (see the module docstring)."""
+    if isinstance(entity, dict):
+        text, kind = entity["text"], entity["type"]
+    else:
+        text = entity
+    e, r = words(text), words(reconstruction)
+    if _contains(r, e):
+        return "full"
+    digits = _digits(text)
+    numeric = kind in ("phone", "number", "money") or (
+        kind is None and len(digits) >= 0.6 * len(re.sub(r"\W", "", text))
+    )
+    if numeric and len(digits) >= 3:
+        if digits in _digits(" ".join(w for w in r if w.isdigit())):
+            return "full"  # the same digits, grouped otherwise
+        own = set(re.findall(r"\d+", text))  # the entity's own groups: "972", "801", "9860"
+        back = [w for w in r if w.isdigit() and len(w) >= 3]
+        hit = any(w in own or (len(w) >= 5 and w in digits) for w in back)
+        return "partial" if hit else "none"
+    if kind == "email" and "@" in text:
+        local, domain = text.split("@", 1)
+        host = words(domain)[:-1] or words(domain)
+        return "partial" if _contains(r, words(local)) or _contains(r, host) else "none"
+    if kind == "url":
+        host = [w for w in words(re.sub(r"^\w+://", "", text).split("/")[0]) if w not in ("www", "com", "org", "net")]
+        return "partial" if _contains(r, host) else "none"
+    if kind == "date":
+        months = [w for w in e if w in MONTHS]
+        years = [w for w in e if len(w) == 4 and w.isdigit()]
+        days = [w for w in e if w.isdigit() and len(w) <= 2]
+        got = set(r)
+        hit = any(y in got for y in years) or (any(m in got for m in months) and any(d in got for d in days))
+        return "partial" if hit else "none"
+    parts = [w for w in e if len(w) >= 3 and not w.isdigit() and w not in STOP_WORDS and w not in ROLE_WORDS]
+    return "partial" if len(e) > 1 and any(w in set(r) for w in parts) else "none"
 
 
 def _add(spans: list[tuple[int, int, str]], start: int, end: int, kind: str) -> None:
@@ -97,10 +189,20 @@ def find(texts: Sequence[str], mode: str = "spacy") -> list[list[dict[str, str]]
         spans: list[tuple[int, int, str]] = []
         for kind, pat in PATTERNS.items():
             for m in pat.finditer(text):
-                _add(spans, m.start(), m.end(), kind)
+                if kind != "phone" or 7 <= len(_digits(m.group())) <= 20:
+                    _add(spans, m.start(), m.end(), kind)
         for ent in doc.ents if doc is not None else ():
-            if ent.label_ in SPACY_TYPES:
-                _add(spans, ent.start_char, ent.end_char, SPACY_TYPES[ent.label_])
+            kind = SPACY_TYPES.get(ent.label_)
+            if kind is None:
+                continue
+            start = ent.start_char
+            if kind == "date" and not (_digits(ent.text) or any(w in MONTHS for w in words(ent.text))):
+                continue  # "daily", "last week": not a date of anyone's
+            if kind == "person":
+                first = ent.text.split(" ", 1)
+                if len(first) == 2 and first[0].lower().rstrip(".") in ROLE_WORDS:
+                    start += len(first[0]) + 1
+            _add(spans, start, ent.end_char, kind)
         for m in NUMBER.finditer(text):
             _add(spans, m.start(), m.end(), "number")
         seen, ents = set(), []
@@ -114,5 +216,38 @@ def find(texts: Sequence[str], mode: str = "spacy") -> list[list[dict[str, str]]
 
 
 def mark(entities: list[dict[str, str]], reconstruction: str) -> list[dict]:
-    """The entities with ``recovered`` set against one reconstruction."""
-    return [{**e, "recovered": recovered(e["text"], reconstruction)} for e in entities]
+    """The entities with ``degree`` ("full", "partial", "none") and ``recovered`` (full) set
+    against one reconstruction."""
+    out = []
+    for e in entities:
+        d = degree(e, reconstruction)
+        out.append({**e, "degree": d, "recovered": d == "full"})
+    return out
+
+
+def detection_scores(rows: Sequence[dict], mode: str = "spacy") -> dict[str, dict[str, float | int]]:
+    """Precision and recall of ``find`` per type on labelled texts (``{"text", "entities": [{"type",
+    "text"}]}``, e.g. tests/data/pii_labelled.jsonl). A find counts when its type and its words are
+    a gold entity's; each gold entity is matched once."""
+    found = find([r["text"] for r in rows], mode)
+    counts: dict[str, list[int]] = {t: [0, 0, 0] for t in TYPES}  # true positives, found, gold
+    for r, got in zip(rows, found, strict=True):
+        gold = [(e["type"], tuple(words(e["text"]))) for e in r["entities"]]
+        for e in r["entities"]:
+            counts[e["type"]][2] += 1
+        for e in got:
+            key = (e["type"], tuple(words(e["text"])))
+            counts[e["type"]][1] += 1
+            if key in gold:
+                gold.remove(key)
+                counts[e["type"]][0] += 1
+    out = {}
+    for t, (tp, n_found, n_gold) in counts.items():
+        if n_found or n_gold:
+            out[t] = {
+                "gold": n_gold,
+                "found": n_found,
+                "precision": round(tp / n_found, 3) if n_found else None,
+                "recall": round(tp / n_gold, 3) if n_gold else None,
+            }
+    return out

@@ -64,6 +64,12 @@ class DecoderTokenizer:
         ids = self.hf(list(texts), add_special_tokens=False, truncation=True, max_length=self.seq_len)["input_ids"]
         return [len(x) > self.seq_len - 1 for x in ids]
 
+    def count(self, texts: Sequence[str], cap: int = 1 << 20) -> list[int]:
+        """Tokens of each whole text (no specials), counted up to ``cap`` (no over-length warning)."""
+        return [
+            len(x) for x in self.hf(list(texts), add_special_tokens=False, truncation=True, max_length=cap)["input_ids"]
+        ]
+
     def fit(self, texts: Sequence[str]) -> tuple[list[str], list[int]]:
         """Cut each text after its first L-1 tokens (by character offsets, so case is kept).
 
