@@ -148,6 +148,73 @@ def test_no_texts_ignores_the_stored_documents(tmp_path, chroma_dir, tiny_model_
     assert s["texts"] is None and "token_accuracy" not in s and "reference" not in records(tmp_path / "o")[0]
 
 
+# ---- sampling -------------------------------------------------------------------------------------
+
+
+def _sample_sources(tmp_path, vectors, chroma_dir):
+    """The same 32 records as .npy (positions read by index), .jsonl (streamed), Chroma (by id)
+    and LanceDB (by offset)."""
+    import lancedb
+
+    npy = tmp_path / "v.npy"
+    np.save(npy, vectors)
+    jsonl = tmp_path / "v.jsonl"
+    jsonl.write_text("".join(json.dumps({"id": i, "embedding": v.tolist()}) + "\n" for i, v in zip(IDS, vectors)))
+    rows = [{"id": i, "text": t, "vector": v.tolist()} for i, t, v in zip(IDS, SENTENCES, vectors, strict=True)]
+    lancedb.connect(str(tmp_path / "lance")).create_table("notes", data=rows)
+    return {
+        "npy": (str(npy), list(range(len(IDS)))),
+        "jsonl": (str(jsonl), IDS),
+        "chroma": (f"chroma://{chroma_dir}?collection=notes", IDS),
+        "lancedb": (f"lancedb://{tmp_path / 'lance'}?table=notes", IDS),
+    }
+
+
+def test_a_sample_is_uniform_reproducible_and_reads_the_records_at_its_positions(tmp_path, vectors, chroma_dir):
+    for kind, (spec, ids) in _sample_sources(tmp_path, vectors, chroma_dir).items():
+        source, pos, total = stores.sampled(stores.open_source(spec), 10, seed=1)
+        assert total == 32 and len(pos) == 10 and list(pos) == sorted(set(pos.tolist())), kind
+        got = list(stores.iter_chunks(source, 4))
+        assert [len(c.ids) for c in got] == [4, 4, 2], kind
+        assert [i for c in got for i in c.ids] == [ids[p] for p in pos], kind
+        np.testing.assert_allclose(np.concatenate([c.vectors for c in got]), vectors[pos], rtol=1e-6, err_msg=kind)
+        assert [i for c in stores.iter_chunks(source, 3, skip=7) for i in c.ids] == [ids[p] for p in pos[7:]], kind
+        again = stores.sampled(stores.open_source(spec), 10, seed=1)[1]
+        other = stores.sampled(stores.open_source(spec), 10, seed=2)[1]
+        assert list(again) == list(pos) and list(other) != list(pos), kind
+        assert source.fingerprint["sample"] == 10 and source.fingerprint["of"] == 32
+    everything = stores.sampled(stores.open_source(str(tmp_path / "v.npy")), 100, seed=0)[1]
+    assert list(everything) == list(range(32))  # a sample larger than the store is the store
+    with pytest.raises(ValueError, match="positive"):
+        stores.sampled(stores.open_source(str(tmp_path / "v.npy")), 0, seed=0)
+
+
+def test_sample_positions_are_uniform():
+    hits = np.zeros(50)
+    for seed in range(2000):
+        hits[stores.sample_positions(50, 5, seed)] += 1
+    # each position is drawn with probability 5/50: 200 times in 2,000 draws (sd ~13)
+    assert hits.min() > 150 and hits.max() < 250
+
+
+def test_audit_of_a_sample_says_so_and_resumes(tmp_path, chroma_dir, tiny_model_dir, minilm_encoder):
+    uri = f"chroma://{chroma_dir}?collection=notes"
+    s = run(tiny_model_dir, minilm_encoder, uri, tmp_path / "s", sample_size=12, seed=1)
+    pos = stores.sample_positions(32, 12, 1)
+    assert [r["id"] for r in records(tmp_path / "s")] == [IDS[p] for p in pos]
+    assert s["selection"] == {"how": "sample", "n": 12, "of": 32, "seed": 1} and s["n"] == 12
+    md = (tmp_path / "s" / "report.md").read_text()
+    assert "Estimated from a uniform random sample of 12 of 32 records (seed 1)" in md and "95% CI" in md
+    before = (tmp_path / "s" / "reconstructions.jsonl").read_text()
+    run(tiny_model_dir, minilm_encoder, uri, tmp_path / "s", sample_size=12, seed=1)  # done: the report again
+    assert (tmp_path / "s" / "reconstructions.jsonl").read_text() == before
+    with pytest.raises(ValueError, match="other arguments"):
+        run(tiny_model_dir, minilm_encoder, uri, tmp_path / "s", sample_size=12, seed=2)
+    first = run(tiny_model_dir, minilm_encoder, uri, tmp_path / "f", limit=5)
+    assert first["selection"] == {"how": "first", "n": 5, "of": 32}
+    assert "The first 5 of 32 records" in (tmp_path / "f" / "report.md").read_text()
+
+
 # ---- LanceDB --------------------------------------------------------------------------------------
 
 
@@ -420,3 +487,48 @@ def test_invert_reads_the_same_sources_with_the_audits_rules(tmp_path, vectors, 
         code = cli.main(["invert", "--model", str(tiny_model_dir), "--vectors", str(tmp_path / name)])
         err = capsys.readouterr().err
         assert code == 2 and message.replace("\\", "") in err and err.count("\n") == 1, name
+
+
+def test_a_killed_audit_of_a_real_store_resumes_to_the_uninterrupted_result(tmp_path, vectors, tiny_model_dir):
+    """`unembed audit` on a Chroma store is stopped by Ctrl-C, then killed (SIGKILL), then rerun:
+    the finished reconstructions equal an uninterrupted run's, and each stop lost at most the batch
+    in flight (progress is committed after every batch)."""
+    import chromadb
+    import signal
+    import time
+
+    texts = [f"{s} Record {i}." for i in range(3) for s in SENTENCES]  # 96 records
+    vecs = np.concatenate([vectors] * 3)
+    col = chromadb.PersistentClient(path=str(tmp_path / "db")).create_collection("notes", embedding_function=None)
+    col.add(ids=[f"r{i:03d}" for i in range(96)], embeddings=vecs.tolist(), documents=texts)
+    uri = f"chroma://{tmp_path / 'db'}?collection=notes"
+    argv = [sys.executable, "-m", "unembed.cli", "audit", uri, "--model", str(tiny_model_dir), "--steps", "2"]
+    argv += ["--batch-size", "4", "--entities", "regex", "--no-progress", "--out"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env["PYTHONPATH"] = str(Path(__file__).parents[1] / "src")
+    out = tmp_path / "cut"
+
+    def done() -> int:
+        try:
+            return json.loads((out / "progress.json").read_text())["done"]
+        except (OSError, ValueError):
+            return 0
+
+    for sig, at in ((signal.SIGINT, 8), (signal.SIGKILL, 40)):
+        proc = subprocess.Popen([*argv, str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + 300
+        while done() < at:
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+            time.sleep(0.01)
+        shown = done()
+        proc.send_signal(sig)
+        proc.wait(timeout=120)
+        kept = done()
+        lines = (out / "reconstructions.jsonl").read_bytes().count(b"\n")
+        assert shown <= kept < 96 and kept % 4 == 0 and lines - kept < 4  # at most the batch in flight is lost
+    finished = subprocess.run([*argv, str(out)], env=env, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr
+    straight = subprocess.run([*argv, str(tmp_path / "straight")], env=env, capture_output=True, timeout=600)
+    assert straight.returncode == 0
+    got = (out / "reconstructions.jsonl").read_text().splitlines()
+    assert got == (tmp_path / "straight" / "reconstructions.jsonl").read_text().splitlines() and len(got) == 96

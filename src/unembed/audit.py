@@ -77,7 +77,7 @@ from .metrics import (
 from .model import Denoiser
 from .prepare import _read_json, _write_json
 from .sampling import STRATEGIES
-from .stores import CHUNK_SIZE, Chunk, Scan, Source, iter_chunks, open_source, scan
+from .stores import CHUNK_SIZE, Chunk, Scan, Source, iter_chunks, open_source, sampled, scan
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +110,20 @@ RISK_DEFINITION = RISK_DEFINITIONS[RISK_SCORE]
 # ---- reference texts --------------------------------------------------------------------------
 
 
-def load_reference(path: str | Path, ids: Sequence, limit: int | None = None) -> list[str]:
+def load_reference(path: str | Path, ids: Sequence, limit: int | None = None, positions=None) -> list[str]:
     """The true text of each record id, in record order, from REF (.jsonl id+text or .txt rows).
 
     ValueError for a missing file, a malformed line, duplicate or missing ids, or a row count
     that differs from the number of vectors (.txt; when ``limit`` cut the vectors, the first
-    ``limit`` lines are used).
+    ``limit`` lines are used; for a sample, the lines at its ``positions`` in the store).
     """
     p = Path(path)
     if p.suffix == ".txt":
         texts = read_text_file(p)
+        if positions is not None:
+            if len(texts) <= int(positions[-1]):
+                raise ValueError(f"{p.name} has {len(texts)} non-blank lines, fewer than the store's records")
+            texts = [texts[int(i)] for i in positions]
         if limit is not None and len(ids) == limit:
             texts = texts[:limit]
         if len(texts) != len(ids):
@@ -329,12 +333,15 @@ class _Refs:
         return None
 
 
-def _references(source: Source, found: Scan, texts: str | None, no_texts: bool, limit: int | None) -> _Refs:
-    """A REF file wins; else the stored texts when every record has one (unless ``no_texts``)."""
+def _references(
+    source: Source, found: Scan, texts: str | None, no_texts: bool, limit: int | None, positions=None
+) -> _Refs:
+    """A REF file wins; else the stored texts when every record has one (unless ``no_texts``).
+    ``positions``: the sampled records' places in the store (a .txt REF is in store order)."""
     if texts and no_texts:
         raise ValueError("give either --texts or --no-texts, not both")
     if texts:
-        return _Refs(texts, load_reference(texts, found.ids, limit))
+        return _Refs(texts, load_reference(texts, found.ids, limit, positions))
     n, k = len(found.ids), found.with_text
     if no_texts or k == 0:
         return _Refs(None)
@@ -393,6 +400,7 @@ def run_audit(
     progress: bool = True,
     sample: dict | None = None,
     candidates: Sequence[str] = (),
+    sample_size: int | None = None,
 ) -> dict:
     """Audit a SOURCE (a file or a store URI, see ``unembed.stores``; first ``limit`` records) with
     ``model``. The true texts come from REF ``texts``, else from the texts stored beside the vectors
@@ -404,8 +412,10 @@ def run_audit(
     ``candidates`` are lists for the known-value attack (``[TYPE=]FILE`` or ``builtin:NAME``, see
     ``unembed.identify``); with texts the insider's lists are built and attacked too
     (``unembed.audit_identify``). ``encoder`` replaces the model's encoder (tests); ``sample``
-    overrides the model's decoding settings (Inverter.load). Bad input raises ValueError with one line,
-    before any vector is inverted and before OUT is created.
+    overrides the model's decoding settings (Inverter.load). ``sample_size`` audits a uniform random
+    sample of that many records drawn with ``seed`` (``stores.sampled``) instead of ``limit``'s first
+    records. Bad input raises ValueError with one line, before any vector is inverted and before OUT
+    is created.
     """
     out_dir = Path(out)
     # Records are saved after every chunk; by default a chunk is one batch, so that what the progress
@@ -415,9 +425,19 @@ def run_audit(
     inv = Inverter.load(model, device=device, encoder=encoder, sample=sample)
     strategy, num_steps = _check_args(inv, strategy, num_steps, batch_size, chunk_size, limit)
     attacker = attacker_profile(inv, resolve_model_dir(model))  # a broken record fails here, not after
+    if sample_size is not None and limit is not None:
+        raise ValueError("give a sample size or a limit, not both")
     source = open_source(vectors)
+    positions, selection = None, None
+    if sample_size is not None:
+        source, positions, total = sampled(source, sample_size, seed, progress)
+        selection = {"how": "sample", "n": len(positions), "of": total, "seed": seed}
     found = scan(source, inv.dim, inv.name, limit, progress)
-    refs = _references(source, found, texts, no_texts, limit)
+    if selection is None:
+        total = source.count()
+        how = "first" if limit is not None and (total is None or len(found.ids) < total) else "all"
+        selection = {"how": how, "n": len(found.ids), "of": total}
+    refs = _references(source, found, texts, no_texts, limit, positions)
     entities = entities if refs.label is not None else "off"
     pii.check_mode(entities)
     args = _output_args(
@@ -430,6 +450,7 @@ def run_audit(
         batch_size=batch_size,
         chunk_size=chunk_size,
         limit=limit,
+        sample_size=sample_size,
         entities=entities,
         risk_score=RISK_SCORE,
         risk_coef=RISK_COEF,
@@ -473,6 +494,7 @@ def run_audit(
         risk_definition=RISK_DEFINITION,
         entities_mode=entities,
         attacker=attacker,
+        selection=selection,
     )
     write_report(out_dir, summary)
     return summary

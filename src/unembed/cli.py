@@ -216,6 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a list for the known-value attack (repeatable; see `unembed identify`)",
     )
     p.add_argument("--limit", type=_positive_int, default=None, help="audit only the first N vectors")
+    p.add_argument(
+        "--sample",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="audit a uniform random sample of N records (drawn with --seed); the report estimates the "
+        "whole store's rates with 95%% intervals",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--no-progress", action="store_true")
     _add_inversion_args(p)
@@ -685,6 +693,8 @@ def cmd_audit(args) -> int:
     out = out_dir(args.out)
     if out.is_dir() and any(out.iterdir()) and not (out / "progress.json").is_file():
         raise CliError(f"--out {out} is not empty and holds no audit to resume: use another --out")
+    if args.sample is not None and args.limit is not None:
+        raise CliError("give --sample N (a random sample) or --limit N (the first N), not both")
     _device(args.device)
     from .audit import run_audit
 
@@ -704,6 +714,7 @@ def cmd_audit(args) -> int:
         progress=not args.no_progress,
         sample=_sample(args),
         candidates=args.candidates,
+        sample_size=args.sample,
     )
     print(f"audited {summary['n']} vectors: {Path(args.out) / 'report.md'} and report.html", file=sys.stderr)
     return 0

@@ -78,6 +78,9 @@ class Source:
     read: Callable[[int], Iterator[Chunk]]
     count: Callable[[], int | None]  # number of records when the store tells it cheaply
     fingerprint: dict[str, Any]  # changes when the data does (resume guard)
+    # records at sorted positions of the stable order, in chunks of at most ``size``, reading only
+    # them (stores that can address a record by position); None: ``sampled`` streams instead
+    take: Callable[[np.ndarray, int], Iterator[Chunk]] | None = None
 
 
 # ---- opening --------------------------------------------------------------------------------------
@@ -165,10 +168,32 @@ def _file_source(p: Path) -> Source:
         raise ValueError(f"vectors file not found: {p}")
     reader = {".npy": _npy_chunks, ".jsonl": _jsonl_chunks, ".parquet": _parquet_chunks}[p.suffix]
     fingerprint = {"path": str(p.resolve()), "bytes": p.stat().st_size}
+    if p.suffix == ".npy":
+        return Source(
+            str(p), "file", lambda size: reader(p, size), lambda: len(_npy_array(p)), fingerprint, _npy_take(p)
+        )
     return Source(str(p), "file", lambda size: reader(p, size), lambda: None, fingerprint)
 
 
+def _npy_take(p: Path) -> Callable[[np.ndarray, int], Iterator[Chunk]]:
+    def take(positions: np.ndarray, size: int) -> Iterator[Chunk]:
+        arr = _npy_array(p)
+        for i in range(0, len(positions), size):
+            pos = positions[i : i + size]
+            yield Chunk(pos.tolist(), np.asarray(arr[pos], dtype=np.float32), [None] * len(pos))
+
+    return take
+
+
 def _npy_chunks(p: Path, size: int) -> Iterator[Chunk]:
+    arr = _npy_array(p)
+    for i in range(0, arr.shape[0], size):
+        n = min(i + size, arr.shape[0]) - i
+        yield Chunk(list(range(i, i + n)), np.asarray(arr[i : i + n], dtype=np.float32), [None] * n)
+
+
+def _npy_array(p: Path) -> np.ndarray:
+    """The [N, D] array of a .npy file, memory-mapped; ValueError for anything else."""
     with open(p, "rb") as fh:
         if fh.read(6) != b"\x93NUMPY":  # numpy calls anything without its signature "pickled data"
             raise ValueError(
@@ -185,9 +210,7 @@ def _npy_chunks(p: Path, size: int) -> Iterator[Chunk]:
         raise ValueError(f"{p.name}: cannot read as a numeric .npy array ({str(exc).splitlines()[0]})") from None
     if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
         raise ValueError(f"{p.name}: need a numeric [N, D] array, got {arr.dtype} shape {list(arr.shape)}")
-    for i in range(0, arr.shape[0], size):
-        n = min(i + size, arr.shape[0]) - i
-        yield Chunk(list(range(i, i + n)), np.asarray(arr[i : i + n], dtype=np.float32), [None] * n)
+    return arr
 
 
 def _numbers(values: Any) -> list[float]:
@@ -298,7 +321,20 @@ def _chroma(url, label: str) -> Source:
             vecs = np.asarray(got["embeddings"], dtype=np.float32)
             yield Chunk(list(got["ids"]), vecs, list(got["documents"] or [None] * len(got["ids"])))
 
-    return Source(label, "chroma", read, col.count, {"collection": q["collection"], "records": col.count()})
+    def take(positions: np.ndarray, size: int) -> Iterator[Chunk]:
+        ids: list = []
+        for off in range(0, col.count(), CHUNK_SIZE):  # ids only: no vectors, no documents
+            ids += col.get(include=[], limit=CHUNK_SIZE, offset=off)["ids"]
+        for i in range(0, len(positions), size):
+            want = [ids[int(p)] for p in positions[i : i + size]]
+            got = col.get(ids=want, include=["embeddings", "documents"])
+            at = {k: j for j, k in enumerate(got["ids"])}
+            docs = got["documents"] or [None] * len(got["ids"])
+            order = [at[k] for k in want]
+            yield Chunk(want, np.asarray(got["embeddings"], dtype=np.float32)[order], [docs[j] for j in order])
+
+    fingerprint = {"collection": q["collection"], "records": col.count()}
+    return Source(label, "chroma", read, col.count, fingerprint, take)
 
 
 def _lancedb(url, label: str) -> Source:
@@ -323,7 +359,16 @@ def _lancedb(url, label: str) -> Source:
             ids = batch.column(id_col).to_pylist() if id_col else list(range(lo, lo + len(batch)))
             yield Chunk(ids, vecs, _arrow_texts(batch, text_col, len(batch), q["table"]))
 
-    return Source(label, "lancedb", read, tbl.count_rows, {"table": q["table"], "version": tbl.version})
+    def take(positions: np.ndarray, size: int) -> Iterator[Chunk]:
+        for i in range(0, len(positions), size):
+            pos = [int(p) for p in positions[i : i + size]]
+            batch = tbl.take_offsets(pos).to_arrow()
+            vecs = arrow_vectors(batch.column(q["column"]).combine_chunks(), f"column {q['column']!r}", pos[0])
+            ids = batch.column(id_col).to_pylist() if id_col else pos
+            yield Chunk(ids, vecs, _arrow_texts(batch, text_col, len(batch), q["table"]))
+
+    fingerprint = {"table": q["table"], "version": tbl.version}
+    return Source(label, "lancedb", read, tbl.count_rows, fingerprint, take)
 
 
 def _qdrant(url, label: str) -> Source:
@@ -556,6 +601,59 @@ def iter_chunks(source: Source, size: int = CHUNK_SIZE, limit: int | None = None
             break
     if held:
         yield _concat(buf)
+
+
+def sample_positions(total: int, n: int, seed: int) -> np.ndarray:
+    """``min(n, total)`` distinct positions of 0..total-1 drawn uniformly at random, sorted: the
+    same for the same ``total`` and ``seed``."""
+    return np.sort(np.random.default_rng(seed).choice(total, size=min(n, total), replace=False))
+
+
+def count_records(source: Source, progress: bool = False) -> int:
+    """The number of records: what the store tells, else one streaming pass (a chunk in memory)."""
+    total = source.count()
+    if total is not None:
+        return total
+    total = 0
+    with tqdm(desc="counting", unit="vec", disable=not progress, file=sys.stderr) as bar:
+        for c in source.read(CHUNK_SIZE):
+            total += len(c.ids)
+            bar.update(len(c.ids))
+    return total
+
+
+def sampled(source: Source, n: int, seed: int, progress: bool = False) -> tuple[Source, np.ndarray, int]:
+    """A Source holding a uniform random sample of ``n`` of ``source``'s records (all of them when
+    it has fewer), in the store's order; also the positions drawn and the store's size.
+
+    Stores that address records by position (``Source.take``: .npy, Chroma, LanceDB) read only
+    the sampled records; the others are streamed once per read, keeping only the sampled records
+    of each chunk, so memory stays at one chunk whatever the store's size. The same seed and store
+    give the same sample, so an interrupted audit of a sample resumes on the same records."""
+    if n < 1:
+        raise ValueError(f"--sample must be a positive number of records, got {n}")
+    total = count_records(source, progress)
+    if total == 0:
+        raise ValueError(f"{source.label}: no vectors")
+    pos = sample_positions(total, n, seed)
+
+    def read(size: int) -> Iterator[Chunk]:
+        if source.take is not None:
+            yield from source.take(pos, size)
+            return
+        seen, k = 0, 0
+        for c in source.read(max(size, CHUNK_SIZE)):
+            hi = seen + len(c.ids)
+            j = int(np.searchsorted(pos, hi))
+            keep = (pos[k:j] - seen).tolist()
+            if keep:
+                yield Chunk([c.ids[i] for i in keep], c.vectors[keep], [c.texts[i] for i in keep])
+            seen, k = hi, j
+            if k == len(pos):
+                break
+
+    fingerprint = {**source.fingerprint, "sample": int(len(pos)), "seed": seed, "of": total}
+    return Source(source.label, source.kind, read, lambda: len(pos), fingerprint), pos, total
 
 
 def _concat(chunks: list[Chunk]) -> Chunk:
