@@ -493,9 +493,10 @@ def test_a_killed_audit_of_a_real_store_resumes_to_the_uninterrupted_result(tmp_
     """`unembed audit` on a Chroma store is stopped by Ctrl-C, then killed (SIGKILL), then rerun:
     the finished reconstructions equal an uninterrupted run's, and each stop lost at most the batch
     in flight (progress is committed after every batch)."""
-    import chromadb
     import signal
     import time
+
+    import chromadb
 
     texts = [f"{s} Record {i}." for i in range(3) for s in SENTENCES]  # 96 records
     vecs = np.concatenate([vectors] * 3)
