@@ -146,6 +146,18 @@ def test_report_sections_with_reference(with_ref):
     assert json.loads((out / "summary.json").read_text())["n"] == len(TEXTS)
 
 
+def test_the_html_report_has_no_stray_markdown(with_ref):
+    """What a reader sees in the browser: the page's text (tags removed) holds no Markdown marks;
+    code cells of tables are <code>, bold is <b>."""
+    import re
+
+    out, _ = with_ref
+    page = (out / "report.html").read_text()
+    text = re.sub(r"<[^>]+>", " ", re.sub(r"<style>.*?</style>", "", page, flags=re.S))
+    assert "**" not in text and "`" not in text and "](" not in text and "|---" not in text
+    assert "<td><code>combined</code></td>" in page and "<b>" in page
+
+
 def test_report_without_reference(tmp_path, model_dir, enc, vectors):
     s = run(model_dir, enc, write_vectors(tmp_path / "v.npy", vectors), tmp_path / "out", limit=5)
     md = (tmp_path / "out" / "report.md").read_text()
