@@ -39,6 +39,8 @@ def build_stores(work: Path, n: int, n_long: int, val: Path) -> dict[str, str]:
     stores["long"] = f"chroma://{work / 'long'}?collection=chunks"
     if (work / "built").is_file():
         return stores
+    if (work / "big").exists() or (work / "long").exists():
+        raise SystemExit(f"{work} holds stores from an unfinished build: remove it and run again")
     import chromadb
 
     enc = load_encoder("minilm")
@@ -60,10 +62,11 @@ def build_stores(work: Path, n: int, n_long: int, val: Path) -> dict[str, str]:
     people = personal_records(n_long, seed=8)
     chunks = []
     for i in range(n_long):
-        target = int(rng.integers(100, 400))  # tokens, about 1.3 per word
-        body = []
-        while len(" ".join(body).split()) * 1.3 < target:
+        target = int(rng.integers(100, 400))  # tokens of the encoder's tokenizer
+        body = [people[i]]
+        while len(enc.tokenizer.tokenize(" ".join(body))) < target:
             body.append(sentences[int(rng.integers(len(sentences)))])
+        body.pop(0)
         body.insert(int(rng.integers(len(body) + 1)), people[i])
         chunks.append(" ".join(body))
     col = chromadb.PersistentClient(path=str(work / "long")).create_collection("chunks", embedding_function=None)

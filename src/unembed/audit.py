@@ -286,29 +286,43 @@ def _claim(out: Path, args: dict) -> dict:
     return state
 
 
-def _invert_all(inv: Inverter, out: Path, state: dict, source: Source, n: int, refs: _Refs, progress: bool) -> None:
-    """Invert every record not yet recorded in progress.json, a chunk at a time."""
+def audit_job(inv: Inverter, payload: tuple) -> list[dict[str, Any]]:
+    """One chunk's records on a Ray worker (``cluster.ChunkPool``): (ids, vectors, references, args)."""
+    ids, vecs, chunk_refs, a = payload
+    return invert_chunk(inv, ids, vecs, chunk_refs, *_decoding(a))
+
+
+def _decoding(a: dict) -> tuple:
+    """invert_chunk's decoding arguments from an audit's recorded arguments."""
+    return a["strategy"], a["num_steps"], a["seed"], a["batch_size"], a["entities"]
+
+
+def _invert_all(
+    inv: Inverter, out: Path, state: dict, source: Source, n: int, refs: _Refs, progress: bool, pool=None
+) -> None:
+    """Invert every record not yet recorded in progress.json, a chunk at a time: here, or on the
+    Ray workers of ``pool`` (results come back in chunk order and are written the same way)."""
     a = state["args"]
     recon = out / "reconstructions.jsonl"
+
+    def payloads():
+        lo = state["done"]
+        for chunk in iter_chunks(source, a["chunk_size"], a["limit"], skip=lo):
+            yield chunk.ids, chunk.vectors, refs.of(chunk, lo), a
+            lo += len(chunk.ids)
+
     with (
         open(recon, "ab") as fh,
         tqdm(total=n, initial=state["done"], desc="auditing", unit="vec", disable=not progress, file=sys.stderr) as bar,
     ):
-        for chunk in iter_chunks(source, a["chunk_size"], a["limit"], skip=state["done"]):
+        if pool is None:  # here: the bar moves batch by batch
+            done = map(lambda p: invert_chunk(inv, *p[:3], *_decoding(p[3]), on_batch=bar.update), payloads())
+        else:  # on the workers: chunk by chunk, in order
+            done = pool.map(audit_job, payloads())
+        for records in done:
             lo = state["done"]
-            chunk_refs = refs.of(chunk, lo)
-            records = invert_chunk(
-                inv,
-                chunk.ids,
-                chunk.vectors,
-                chunk_refs,
-                a["strategy"],
-                a["num_steps"],
-                a["seed"],
-                a["batch_size"],
-                a["entities"],
-                bar.update,
-            )
+            if pool is not None:
+                bar.update(len(records))
             fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode())
             fh.flush()
             os.fsync(fh.fileno())
@@ -401,6 +415,8 @@ def run_audit(
     sample: dict | None = None,
     candidates: Sequence[str] = (),
     sample_size: int | None = None,
+    ray: str | None = None,
+    workers: int = 2,
 ) -> dict:
     """Audit a SOURCE (a file or a store URI, see ``unembed.stores``; first ``limit`` records) with
     ``model``. The true texts come from REF ``texts``, else from the texts stored beside the vectors
@@ -414,8 +430,9 @@ def run_audit(
     (``unembed.audit_identify``). ``encoder`` replaces the model's encoder (tests); ``sample``
     overrides the model's decoding settings (Inverter.load). ``sample_size`` audits a uniform random
     sample of that many records drawn with ``seed`` (``stores.sampled``) instead of ``limit``'s first
-    records. Bad input raises ValueError with one line, before any vector is inverted and before OUT
-    is created.
+    records. ``ray`` (an address, or "local" for an instance on this machine) inverts on ``workers``
+    Ray actors (``unembed.cluster``); the output is the same. Bad input raises ValueError with one
+    line, before any vector is inverted and before OUT is created.
     """
     out_dir = Path(out)
     # Records are saved after every chunk; by default a chunk is one batch, so that what the progress
@@ -456,8 +473,16 @@ def run_audit(
         risk_coef=RISK_COEF,
     )
     state = _claim(out_dir, args)
+    engine = {"engine": "one process", "workers": 1, "device": device}
     if state["done"] < len(found.ids):
-        _invert_all(inv, out_dir, state, source, len(found.ids), refs, progress)
+        if ray is None:
+            _invert_all(inv, out_dir, state, source, len(found.ids), refs, progress)
+        else:
+            from .cluster import ChunkPool
+
+            with ChunkPool(model, workers, ray, device, sample) as pool:
+                engine = pool.describe()
+                _invert_all(inv, out_dir, state, source, len(found.ids), refs, progress, pool)
     state["complete"] = True
     _write_json(out_dir / "progress.json", state)
     has_ref = refs.label is not None
@@ -495,6 +520,7 @@ def run_audit(
         entities_mode=entities,
         attacker=attacker,
         selection=selection,
+        engine=engine,
     )
     write_report(out_dir, summary)
     return summary
@@ -917,6 +943,17 @@ def _selection(s: dict[str, Any]) -> str:
     return f"All {sel['n']:,} records of the store."
 
 
+def _engine(s: dict[str, Any]) -> str:
+    e = s.get("engine") or {"engine": "one process", "workers": 1, "device": "cpu"}
+    if e["engine"] == "one process":
+        return f"Inverted in one process on `{e['device']}`."
+    where = "a Ray instance on this machine" if e["address"] == "local" else "a Ray cluster"
+    return (
+        f"Inverted on {where} ({e['engine']}) by {e['workers']} workers on `{e['device']}`, "
+        f"{e['threads_per_worker']} thread(s) each; the output is the same as one process's."
+    )
+
+
 def _ci_range(ci: Sequence[float], fmt=_pct) -> str:
     return f"{fmt(ci[0])}–{fmt(ci[1])}"
 
@@ -931,6 +968,7 @@ def build_sections(s: dict[str, Any]) -> list[Section]:
         + (f"`{s['texts']}`." if s["texts"] else "none (only the risk score is available)."),
         f"Risk score (`{s['risk_score']}`): {s['risk_definition']}. Mean {s['risk_mean']:.3f}, "
         f"median {s['risk_median']:.3f}.",
+        _engine(s),
     ]
     if ("identified" in s and s["identified"]["records_with_items"]) or s.get("entities", {}).get(
         "records_with_entities"

@@ -9,6 +9,7 @@ traceback (``-v`` prints the traceback too) and exits 1. Building the parser imp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -126,6 +127,19 @@ def _add_inversion_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_ray_args(p) -> None:
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="invert on a Ray cluster (auto, HOST:6379, ray://HOST:10001); without ADDRESS, a Ray instance on "
+        "this machine (pip install 'unembed[ray]')",
+    )
+    p.add_argument("--workers", type=_positive_int, default=2, help="with --ray: Ray actors, each holding the model")
+
+
 def _sample(args) -> dict:
     """The decoding settings given on the command line (None: the model's own)."""
     return {"length": args.length, "precision": args.precision}
@@ -179,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON lines")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="vectors decoded together")
     p.add_argument("--no-progress", action="store_true")
+    _add_ray_args(p)
     _add_inversion_args(p)
 
     p = add("evaluate", help="end-to-end metrics of a model on texts or a prepared split")
@@ -226,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--no-progress", action="store_true")
+    _add_ray_args(p)
     _add_inversion_args(p)
 
     p = add("identify", help="which of a list of candidate values each vector holds (the known-value attack)")
@@ -579,6 +595,7 @@ def cmd_invert(args) -> int:
 
 def _invert_file(inv, args) -> int:
     """Stream the inversions of a vectors file to --out (resumable, batch by batch) or stdout."""
+    from .cluster import invert_job
     from .stores import iter_chunks, open_source, scan
 
     source = open_source(args.vectors)
@@ -586,16 +603,23 @@ def _invert_file(inv, args) -> int:
     run_args = _invert_args(inv, args, source)
     sink = _ResumableJsonl(Path(args.out), run_args, args.force, ids) if args.out else None
     done = sink.done if sink else 0
-    with _progress_bar(len(ids), done, "invert", not args.no_progress) as bar:
-        for chunk in iter_chunks(source, args.batch_size, skip=done):
-            results = inv.invert(chunk.vectors, args.strategy, args.steps, args.seed, batch_size=args.batch_size)
-            pairs = list(zip(chunk.ids, results))
-            lines = [json.dumps({"id": i, "text": r.text, "confidence": r.confidence}) for i, r in pairs]
+    decoding = (args.strategy, args.steps, args.seed, args.batch_size)
+    payloads = ((c.ids, c.vectors, *decoding) for c in iter_chunks(source, args.batch_size, skip=done))
+    with contextlib.ExitStack() as stack:
+        if args.ray is None:
+            chunks = (invert_job(inv, p) for p in payloads)
+        else:
+            from .cluster import ChunkPool
+
+            pool = stack.enter_context(ChunkPool(args.model, args.workers, args.ray, args.device, _sample(args)))
+            chunks = pool.map(invert_job, payloads)
+        bar = stack.enter_context(_progress_bar(len(ids), done, "invert", not args.no_progress))
+        for lines in chunks:
             if sink:
                 sink.write(lines)
             else:
-                text = lines if args.json else [f"{i}\t{r.text}" for i, r in pairs]
-                print("\n".join(text), flush=True)
+                rows = [json.loads(x) for x in lines]
+                print("\n".join(lines if args.json else [f"{r['id']}\t{r['text']}" for r in rows]), flush=True)
             bar.update(len(lines))
     if sink:
         sink.finish()
@@ -715,6 +739,8 @@ def cmd_audit(args) -> int:
         sample=_sample(args),
         candidates=args.candidates,
         sample_size=args.sample,
+        ray=args.ray,
+        workers=args.workers,
     )
     print(f"audited {summary['n']} vectors: {Path(args.out) / 'report.md'} and report.html", file=sys.stderr)
     return 0
