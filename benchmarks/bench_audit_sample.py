@@ -32,46 +32,51 @@ from unembed.records import personal_records
 
 
 def build_stores(work: Path, n: int, n_long: int, val: Path) -> dict[str, str]:
+    """The big store (Chroma and .jsonl) and the long-chunk store, each built once (a ``.done``
+    file marks a finished one; an unfinished one is refused)."""
+    import chromadb
+
     from unembed.encoders import load_encoder
 
     work.mkdir(parents=True, exist_ok=True)
     stores = {"chroma": f"chroma://{work / 'big'}?collection=notes", "jsonl": str(work / "big.jsonl")}
     stores["long"] = f"chroma://{work / 'long'}?collection=chunks"
-    if (work / "built").is_file():
-        return stores
-    if (work / "big").exists() or (work / "long").exists():
-        raise SystemExit(f"{work} holds stores from an unfinished build: remove it and run again")
-    import chromadb
-
+    for part in ("big", "long"):
+        if (work / part).exists() and not (work / f"{part}.done").is_file():
+            raise SystemExit(f"{work / part} is from an unfinished build: remove it and run again")
     enc = load_encoder("minilm")
-    texts = personal_records(n, seed=7)
-    col = chromadb.PersistentClient(path=str(work / "big")).create_collection("notes", embedding_function=None)
-    with open(work / "big.jsonl", "w", encoding="utf-8") as fh:
-        for lo in range(0, n, 1024):
-            part = texts[lo : lo + 1024]
-            vecs = enc.encode(part)
-            ids = [f"rec-{i:06d}" for i in range(lo, lo + len(part))]
-            col.add(ids=ids, embeddings=vecs.tolist(), documents=part)
-            fh.writelines(
-                json.dumps({"id": i, "text": t, "embedding": v.round(6).tolist()}) + "\n"
-                for i, t, v in zip(ids, part, vecs, strict=True)
-            )
-            print(f"  embedded {lo + len(part)}/{n}", file=sys.stderr)
-    sentences = [t for t in val.read_text(encoding="utf-8").splitlines() if t.strip()]
-    rng = np.random.default_rng(3)
-    people = personal_records(n_long, seed=8)
-    chunks = []
-    for i in range(n_long):
-        target = int(rng.integers(100, 400))  # tokens of the encoder's tokenizer
-        body = [people[i]]
-        while len(enc.tokenizer.tokenize(" ".join(body))) < target:
-            body.append(sentences[int(rng.integers(len(sentences)))])
-        body.pop(0)
-        body.insert(int(rng.integers(len(body) + 1)), people[i])
-        chunks.append(" ".join(body))
-    col = chromadb.PersistentClient(path=str(work / "long")).create_collection("chunks", embedding_function=None)
-    col.add(ids=[f"chunk-{i:04d}" for i in range(n_long)], embeddings=enc.encode(chunks).tolist(), documents=chunks)
-    (work / "built").write_text("ok\n")
+    if not (work / "big.done").is_file():
+        texts = personal_records(n, seed=7)
+        col = chromadb.PersistentClient(path=str(work / "big")).create_collection("notes", embedding_function=None)
+        with open(work / "big.jsonl", "w", encoding="utf-8") as fh:
+            for lo in range(0, n, 1024):
+                part = texts[lo : lo + 1024]
+                vecs = enc.encode(part)
+                ids = [f"rec-{i:06d}" for i in range(lo, lo + len(part))]
+                col.add(ids=ids, embeddings=vecs.tolist(), documents=part)
+                fh.writelines(
+                    json.dumps({"id": i, "text": t, "embedding": v.round(6).tolist()}) + "\n"
+                    for i, t, v in zip(ids, part, vecs, strict=True)
+                )
+                print(f"  embedded {lo + len(part)}/{n}", file=sys.stderr)
+        (work / "big.done").write_text("ok\n")
+    if not (work / "long.done").is_file():
+        sentences = [t for t in val.read_text(encoding="utf-8").splitlines() if t.strip()]
+        rng = np.random.default_rng(3)
+        people = personal_records(n_long, seed=8)
+        chunks = []
+        for i in range(n_long):
+            target = int(rng.integers(100, 400))  # tokens of the encoder's tokenizer
+            body = [people[i]]
+            while len(enc.tokenizer.tokenize(" ".join(body))) < target:
+                body.append(sentences[int(rng.integers(len(sentences)))])
+            person = body.pop(0)
+            body.insert(int(rng.integers(len(body) + 1)), person)
+            chunks.append(" ".join(body))
+        col = chromadb.PersistentClient(path=str(work / "long")).create_collection("chunks", embedding_function=None)
+        ids = [f"chunk-{i:04d}" for i in range(n_long)]
+        col.add(ids=ids, embeddings=enc.encode(chunks).tolist(), documents=chunks)
+        (work / "long.done").write_text("ok\n")
     return stores
 
 
@@ -95,12 +100,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--sample", type=int, default=500)
     ap.add_argument("--long", type=int, default=200)
     ap.add_argument("--texts", default="data/val-cut.txt", help="sentences around the long chunks' records")
+    ap.add_argument("--parts", default="sample,long", help="what to measure: sample, long or both")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     work = Path(args.work)
     stores = build_stores(work, args.records, args.long, Path(args.texts))
-    rows = []
-    for name in ("chroma", "jsonl"):
+    parts = args.parts.split(",")
+    old = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).is_file() else {}
+    rows = [] if "sample" in parts else old.get("sample_runs", [])  # one part alone keeps the other's figures
+    for name in ("chroma", "jsonl") if "sample" in parts else ():
         for seed in (1, 2):
             out = work / f"audit-{name}-{seed}"
             if out.exists():
@@ -124,16 +132,20 @@ def main(argv=None) -> dict:
             print(f"{name} seed {seed}: {r['peak_rss_mb']} MB, leaking {leak}", file=sys.stderr)
     a, b = rows[0]["leaking"], rows[1]["leaking"]
     overlap = a["low"] <= b["high"] and b["low"] <= a["high"]
-    long_out = work / "audit-long"
-    if long_out.exists():
-        subprocess.run(["rm", "-rf", str(long_out)], check=True)
-    lr = audit(stores["long"], long_out, ["--entities", "regex"])
+    long = old.get("long")
+    if "long" in parts:
+        long_out = work / "audit-long"
+        if long_out.exists():
+            subprocess.run(["rm", "-rf", str(long_out)], check=True)
+        lr = audit(stores["long"], long_out, ["--entities", "regex"])
+        s = lr["summary"]
+        long = {"peak_rss_mb": lr["peak_rss_mb"], "lengths": s["lengths"], "n": s["n"], "entities": s["entities"]}
     result = {
         "machine": machine(),
         "command": "python benchmarks/bench_audit_sample.py " + " ".join(argv or sys.argv[1:]),
         "sample_runs": rows,
         "seeds_overlap": overlap,
-        "long": {"peak_rss_mb": lr["peak_rss_mb"], "lengths": lr["summary"]["lengths"], "n": lr["summary"]["n"]},
+        "long": long,
     }
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1))
     write_json(args.json, result)

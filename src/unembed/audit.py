@@ -89,6 +89,9 @@ RISK_QUANTILES = (
     (0.9, 1.0, "top 10%"),
 )
 FEW = 10  # positives below which a rate or an AUC gets a warning
+# What a reconstruction record holds; an audit folder written with another format is not resumed
+# (2: the degree of each item, the text's token count and length band).
+RECORDS_FORMAT = 2
 ACCURACY_LEVELS = (0.25, 0.5, 0.75, 1.0)
 CALIBRATION_BINS = 10
 SCATTER_MAX = 5000
@@ -471,6 +474,7 @@ def run_audit(
         entities=entities,
         risk_score=RISK_SCORE,
         risk_coef=RISK_COEF,
+        records_format=RECORDS_FORMAT,
     )
     state = _claim(out_dir, args)
     engine = {"engine": "one process", "workers": 1, "device": device}

@@ -93,6 +93,8 @@ class ChunkPool:
         options = {"max_restarts": RESTARTS, "max_task_retries": RESTARTS, "num_cpus": 0 if gpu else threads}
         if gpu:
             options["num_gpus"] = 1
+        if os.path.exists(model):  # a folder: the same absolute path on every node (workers start elsewhere)
+            model = os.path.abspath(model)
         actor = ray.remote(_Worker).options(**options)
         self.actors = [actor.remote(model, device, sample, threads) for _ in range(workers)]
         self.workers, self.threads, self.device = workers, threads, device
