@@ -64,7 +64,8 @@ def test_degree_credits_what_identifies_on_its_own():
     assert deg({"type": "email", "text": "jsmith@example.com"}, "jsmith @ gmail. com") == "partial"
     assert deg({"type": "email", "text": "jsmith@acme.com"}, "write to acme") == "partial"
     assert deg({"type": "email", "text": "jsmith@acme.com"}, "write to example") == "none"
-    assert deg({"type": "date", "text": "July 15, 2025"}, "in 2025") == "partial"
+    assert deg({"type": "date", "text": "July 15, 2025"}, "in july 2025") == "partial"
+    assert deg({"type": "date", "text": "July 15, 2025"}, "in 2025") == "none"  # a year alone is in too many texts
     assert deg({"type": "date", "text": "July 15, 2025"}, "on july 15") == "partial"
     assert deg({"type": "date", "text": "July 15, 2025"}, "in july") == "none"
     assert deg({"type": "organisation", "text": "Wells LLC"}, "wells") == "partial"
@@ -81,6 +82,7 @@ def test_formats_people_write_and_words_that_are_not_dates():
     assert ("address", "7132 Charles Ways Suite 728") in kinds("She moved to 7132 Charles Ways Suite 728 on Monday.")
     assert kinds("He runs daily and calls his mother weekly.") == set()
     assert ("person", "Ryan Perez") in kinds("Customer Ryan Perez moved to Boston.")
+    assert ("person", "Lori Melendez") in kinds("Call Lori Melendez back at 7837787995 about the late delivery.")
 
 
 def test_detection_on_the_labelled_set_stays_measured():

@@ -670,6 +670,9 @@ class _Tally:
     band: list[str] = field(default_factory=list)  # per record: its length band
     text_tokens: list[int] = field(default_factory=list)  # per record: tokens of its whole text
     band_items: dict[str, list[int]] = field(default_factory=dict)  # band -> [found, full, partial, beyond]
+    # the chance level of "back": each record's items against the reconstruction of the record before it
+    chance: dict[str, list[int]] = field(default_factory=dict)  # type -> [items, back whole or in part]
+    prev_text: str | None = None
 
 
 def _push(heap: list, item: tuple, n: int) -> None:
@@ -719,6 +722,11 @@ def _tally_entities(t: _Tally, rec: dict, small: dict, order: int, top_n: int) -
         counts[0] += 1
         counts[1] += e["degree"] == "full"
         counts[2] += e["degree"] == "partial"
+        if t.prev_text is not None:
+            chance = t.chance.setdefault(e["type"], [0, 0])
+            chance[0] += 1
+            chance[1] += pii.degree(e, t.prev_text) != "none"
+    t.prev_text = rec["text"]
     if full + part:
         _push(t.pii_top, (full + 0.5 * part, rec["token_accuracy"], -order, small), top_n)
 
@@ -851,6 +859,7 @@ def _entity_summary(t: _Tally) -> dict[str, Any]:
             "full": share(whole, found),
             "partial": share(part, found),
             "any": share(whole + part, found),
+            "chance": share(*t.chance.get(k, [0, 0])[::-1]),
         }
     return {
         "records_with_entities": n,
@@ -1106,7 +1115,14 @@ def _attacker_section(s: dict[str, Any]) -> Section:
 def _entities_section(s: dict[str, Any]) -> Section:
     e = s["entities"]
     rows = [
-        [k, v["found"], _ci(v["full"]), _ci(v["partial"]), _ci(share(v["found"] - v["any"]["k"], v["found"]))]
+        [
+            k,
+            v["found"],
+            _ci(v["full"]),
+            _ci(v["partial"]),
+            _ci(share(v["found"] - v["any"]["k"], v["found"])),
+            _ci(v["chance"]),
+        ]
         for k, v in e["by_type"].items()
     ]
     n_with = e["records_with_entities"]
@@ -1116,12 +1132,15 @@ def _entities_section(s: dict[str, Any]) -> Section:
         "addresses, URLs, numbers and money) and how much of each item came back in the reconstructions: **whole** "
         "(its words in order; a number's digits in any grouping), **in part** (a part that identifies on its own: "
         "one of a person's names, an e-mail's local part or domain, a group of a phone number's digits, a date's "
-        "year), or not at all. Items past the decoder's reach are not counted here (see the length section).",
+        "month with its day or year), or not at all. Items past the decoder's reach are not counted here (see the "
+        "length section). The last column is the chance level: each record's items checked against the "
+        "reconstruction of another record (the one before it); a name that is also a common word (Hunter, "
+        'York) comes back in part by chance, so read "in part" against it.',
         f"{n_with} of {s['n']} records hold personal data within the decoder's reach; in "
         f"{_ci(e['records_leaking'])} of them at least one item came back whole or in part (whole: "
         f"{_ci(e['records_with_recovered'])}).",
     ]
-    head = ["type", "items found", "back whole", "back in part", "not back"]
+    head = ["type", "items found", "back whole", "back in part", "not back", "whole or in part by chance"]
     return Section("Personal data written back by the inversion", paras, table=(head, rows))
 
 
@@ -1141,8 +1160,9 @@ def _headline(s: dict[str, Any]) -> str:
         return (
             f"**Personal data leaks from {_ci(x)} records that hold it**: the inversion wrote an item back, "
             f"whole or in part, in {i['records_inverted']}; an attacker holding the list of the store's own values "
-            f"(names, e-mails, places, ...) singles out an item of {i['records_identified']} by the known-value "
-            "attack. Both are lower bounds (see below)."
+            f"singles out an item of {i['records_identified']} by the known-value attack. Personal data here: "
+            "names, organisations, places, e-mail addresses, phone numbers and URLs (the table of items written "
+            "back also counts dates, addresses and numbers). Both are lower bounds (see below)."
         )
     e = s["entities"]
     return (

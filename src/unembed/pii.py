@@ -8,7 +8,7 @@ country prefix and extension, street addresses ending in a USPS street suffix wi
 apartment or suite, URLs, numeric dates, amounts of money) and, last, any other number. Where two
 finds overlap the earlier one wins: structured regexes, then spaCy, then bare numbers. spaCy's
 dates and times without a digit or a month name ("daily", "last week") are not personal data and
-are dropped; a leading role word ("Customer", "Patient", "Dr.") is cut from a person's name.
+are dropped; a leading role word or verb ("Customer", "Dr.", "Call") is cut from a person's name.
 How well this finds each type is measured on ``tests/data/pii_labelled.jsonl``
 (``scripts/pii_eval.py``, docs/audit.md).
 
@@ -21,7 +21,7 @@ lower-cased and cut into runs of letters and digits (how the decoder writes text
 * ``"partial"``: a part that identifies on its own came back: any of a person's or place's or
   organisation's words of 3+ letters (not a stop word), an e-mail's local part or its domain, a
   URL's host, one of a number's own digit groups of 3+ digits (or 5+ of its digits in a row), a
-  date's year or its day with its month;
+  date's month with its day or its year (a year alone is in too many texts to count);
 * ``"none"``.
 
 ``recovered`` is ``degree == "full"``.
@@ -51,7 +51,9 @@ SPACY_TYPES = {
     "QUANTITY": "number",
     "PERCENT": "number",
 }
+# words spaCy folds into a name at the start of a sentence ("Customer Ryan Perez", "Call Lori Melendez")
 ROLE_WORDS = {"customer", "patient", "tenant", "employee", "client", "dr", "mr", "mrs", "ms", "miss", "prof", "sir"}
+LEADING_WORDS = ROLE_WORDS | {"call", "contact", "email", "ask", "tell", "meet", "dear", "hi", "hello", "thanks"}
 STOP_WORDS = {
     "the", "and", "for", "with", "from", "that", "this", "are", "was", "has", "have", "not", "but", "you",
     "inc", "llc", "ltd", "group", "company", "corp", "street", "avenue", "road", "suite", "apt",
@@ -146,7 +148,7 @@ def degree(entity: dict[str, str] | str, reconstruction: str, kind: str | None =
         years = [w for w in e if len(w) == 4 and w.isdigit()]
         days = [w for w in e if w.isdigit() and len(w) <= 2]
         got = set(r)
-        hit = any(y in got for y in years) or (any(m in got for m in months) and any(d in got for d in days))
+        hit = any(m in got for m in months) and (any(d in got for d in days) or any(y in got for y in years))
         return "partial" if hit else "none"
     parts = [w for w in e if len(w) >= 3 and not w.isdigit() and w not in STOP_WORDS and w not in ROLE_WORDS]
     return "partial" if len(e) > 1 and any(w in set(r) for w in parts) else "none"
@@ -200,7 +202,7 @@ def find(texts: Sequence[str], mode: str = "spacy") -> list[list[dict[str, str]]
                 continue  # "daily", "last week": not a date of anyone's
             if kind == "person":
                 first = ent.text.split(" ", 1)
-                if len(first) == 2 and first[0].lower().rstrip(".") in ROLE_WORDS:
+                if len(first) == 2 and first[0].lower().rstrip(".") in LEADING_WORDS:
                     start += len(first[0]) + 1
             _add(spans, start, ent.end_char, kind)
         for m in NUMBER.finditer(text):
