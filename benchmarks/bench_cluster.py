@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from common import machine, markdown, write_json
 
+from unembed.cluster import local_worker_pids
+
 
 def _rss_mb(pid: int) -> float:
     try:
@@ -33,18 +35,6 @@ def _rss_mb(pid: int) -> float:
     except OSError:
         pass
     return 0.0
-
-
-def _workers() -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if b"ray::_Worker" in (d / "cmdline").read_bytes():
-                    out.append(int(d.name))
-            except OSError:
-                continue
-    return out
 
 
 def run(src: str, vectors: Path, out: Path, extra: list[str], n: int) -> dict:
@@ -62,7 +52,7 @@ def run(src: str, vectors: Path, out: Path, extra: list[str], n: int) -> dict:
         nonlocal first, last, lines
         while proc.poll() is None:
             peak["driver"] = max(peak["driver"], _rss_mb(proc.pid))
-            peak["worker"] = max([peak["worker"], *(_rss_mb(p) for p in _workers())])
+            peak["worker"] = max([peak["worker"], *(_rss_mb(p) for p in local_worker_pids())])
             f = part if part.exists() else out
             k = f.read_bytes().count(b"\n") if f.exists() else 0
             now = time.perf_counter()

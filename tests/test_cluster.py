@@ -10,7 +10,6 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ ray = pytest.importorskip("ray", reason="the cluster path needs the ray extra")
 
 from unembed import audit  # noqa: E402
 from unembed.cli import main  # noqa: E402
+from unembed.cluster import local_worker_pids  # noqa: E402
 
 N = 2000
 
@@ -73,19 +73,6 @@ def test_an_audit_on_two_ray_workers_equals_the_single_process_run(
     assert not ray.is_initialized()  # the local instance is stopped at the end
 
 
-def _worker_pids() -> list[int]:
-    """Processes of our Ray actors (their command line names the actor class)."""
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if b"ray::_Worker" in (d / "cmdline").read_bytes():
-                    pids.append(int(d.name))
-            except OSError:
-                continue
-    return pids
-
-
 def test_a_worker_killed_mid_audit_loses_and_duplicates_nothing(
     store, single, tiny_model_dir, minilm_encoder, tmp_path
 ):
@@ -99,7 +86,7 @@ def test_a_worker_killed_mid_audit_loses_and_duplicates_nothing(
                 done = json.loads((out / "progress.json").read_text())["done"]
             except (OSError, ValueError, KeyError):
                 done = 0
-            pids = _worker_pids()
+            pids = local_worker_pids()
             if done >= 256 and pids:
                 os.kill(pids[0], signal.SIGKILL)
                 killed.append((pids[0], done))

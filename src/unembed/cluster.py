@@ -155,6 +155,22 @@ class ChunkPool:
         self.close()
 
 
+def local_worker_pids() -> list[int]:
+    """Process ids of the unembed Ray workers running on this machine (their command line names the
+    actor class): what a monitor samples for memory, or a test kills."""
+    from pathlib import Path
+
+    pids = []
+    for d in Path("/proc").iterdir() if os.path.isdir("/proc") else ():
+        if d.name.isdigit():
+            try:
+                if b"ray::_Worker" in (d / "cmdline").read_bytes():
+                    pids.append(int(d.name))
+            except OSError:  # the process ended meanwhile, or is not ours to read
+                continue
+    return pids
+
+
 def invert_job(inv, payload: tuple) -> list[str]:
     """``unembed invert --vectors``'s lines for one chunk: (ids, vectors, strategy, steps, seed, batch)."""
     import json
