@@ -1426,7 +1426,10 @@ def plot_calibration(s: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("risk score")
     ax.set_ylabel("measured token accuracy / share")
     auc25 = s["risk_candidates"][s["risk_score"]]["auc_25"]
-    ax.set_title(f"{s['risk_score']}: Spearman ρ = {s['spearman_risk_vs_accuracy']:.3f}, AUC(≥25%) = {auc25:.3f}")
+    auc_text = "n/a (no record ≥25%)" if math.isnan(auc25) else f"{auc25:.3f}"
+    rho = s["spearman_risk_vs_accuracy"]
+    rho_text = "n/a" if math.isnan(rho) else f"{rho:.3f}"
+    ax.set_title(f"{s['risk_score']}: Spearman ρ = {rho_text}, AUC(≥25%) = {auc_text}", fontsize=9)
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
     fig.tight_layout()
