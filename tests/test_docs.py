@@ -100,3 +100,15 @@ def test_every_cited_module_member_exists(doc):
         if not hasattr(importlib.import_module(f"unembed.{mod}"), name):
             missing.append(f"{mod}.{name}")
     assert not missing, f"{doc.name} cites what does not exist: {', '.join(sorted(set(missing)))}"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_points_at_a_file(doc):
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text(encoding="utf-8")):
+        path = target.split("#", 1)[0]
+        if not path or re.match(r"[a-z]+:", path):  # an anchor in the page, or a URL
+            continue
+        if not (doc.parent / path).exists():
+            broken.append(target)
+    assert not broken, f"{doc.name} links to what does not exist: {', '.join(broken)}"
