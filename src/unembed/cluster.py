@@ -78,7 +78,8 @@ class ChunkPool:
             raise ValueError(f"--workers must be >= 1, got {workers}")
         ray = _ray()
         self.ray, self.local = ray, address in (None, "local")
-        if not ray.is_initialized():
+        self.started = not ray.is_initialized()  # a Ray the caller started is left running
+        if self.started:
             try:
                 if self.local:
                     ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -145,7 +146,7 @@ class ChunkPool:
     def close(self) -> None:
         for a in self.actors:
             self.ray.kill(a)
-        if self.local:
+        if self.started and self.local:
             self.ray.shutdown()
 
     def __enter__(self) -> ChunkPool:
