@@ -50,6 +50,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -172,17 +173,11 @@ def invert_chunk(
     seed: int,
     batch_size: int,
     entities: str = "off",
-    on_batch=None,
 ) -> list[dict[str, Any]]:
-    """Invert [b, D] vectors; one reconstruction record per vector (see the module docstring).
-
-    ``on_batch(n)`` is called after each batch of n vectors is inverted (the progress bar)."""
+    """Invert [b, D] vectors; one reconstruction record per vector (see the module docstring). A row's
+    reconstruction does not depend on the rows decoded beside it, so chunks and batches are free."""
     tok, eos = inv.tokenizer, inv.cfg.model.eos_id
-    inversions = []
-    for lo in range(0, len(vecs), batch_size):  # Inverter.invert restarts the seeded generator per batch too
-        inversions += inv.invert(vecs[lo : lo + batch_size], strategy, num_steps, seed, batch_size)
-        if on_batch is not None:
-            on_batch(min(batch_size, len(vecs) - lo))
+    inversions = inv.invert(vecs, strategy, num_steps, seed, batch_size)
     pred = np.array([x.ids for x in inversions])
     n_pos = reference_lengths(pred, eos)
     recons = [x.text for x in inversions]
@@ -222,7 +217,6 @@ def risk_scores(confidence: float, cos: float, length: int) -> dict[str, float]:
 def _add_measurements(inv: Inverter, records: list[dict], pred: np.ndarray, refs: Sequence[str]) -> None:
     """Token accuracy, sentence BLEU and exact match of each record against its reference."""
     tok, eos = inv.tokenizer, inv.cfg.model.eos_id
-    reach = inv.cfg.model.seq_len - 1
     ref_ids = tok.encode(list(refs))
     accs = token_accuracy_per_row(pred, ref_ids, eos)
     lens = reference_lengths(ref_ids, eos)
@@ -236,8 +230,8 @@ def _add_measurements(inv: Inverter, records: list[dict], pred: np.ndarray, refs
             bleu=round(sentence_bleu(r["text"], ref), 2),
             exact=exact_match(r["text"], ref),
             text_tokens=c,
-            length_band=band_of(c, reach),
-            beyond_reach=c > reach,
+            length_band=band_of(c, tok.reach),
+            beyond_reach=c > tok.reach,
         )
 
 
@@ -290,14 +284,12 @@ def _claim(out: Path, args: dict) -> dict:
 
 
 def audit_job(inv: Inverter, payload: tuple) -> list[dict[str, Any]]:
-    """One chunk's records on a Ray worker (``cluster.ChunkPool``): (ids, vectors, references, args)."""
+    """One chunk's records, here or on a Ray worker (``cluster.ChunkPool``): (ids, vectors, references,
+    the audit's recorded arguments)."""
     ids, vecs, chunk_refs, a = payload
-    return invert_chunk(inv, ids, vecs, chunk_refs, *_decoding(a))
-
-
-def _decoding(a: dict) -> tuple:
-    """invert_chunk's decoding arguments from an audit's recorded arguments."""
-    return a["strategy"], a["num_steps"], a["seed"], a["batch_size"], a["entities"]
+    return invert_chunk(
+        inv, ids, vecs, chunk_refs, a["strategy"], a["num_steps"], a["seed"], a["batch_size"], a["entities"]
+    )
 
 
 def _invert_all(
@@ -318,14 +310,11 @@ def _invert_all(
         open(recon, "ab") as fh,
         tqdm(total=n, initial=state["done"], desc="auditing", unit="vec", disable=not progress, file=sys.stderr) as bar,
     ):
-        if pool is None:  # here: the bar moves batch by batch
-            done = map(lambda p: invert_chunk(inv, *p[:3], *_decoding(p[3]), on_batch=bar.update), payloads())
-        else:  # on the workers: chunk by chunk, in order
-            done = pool.map(audit_job, payloads())
+        # a chunk is one batch unless chunk_size says otherwise: the bar moves as records are saved
+        done = map(partial(audit_job, inv), payloads()) if pool is None else pool.map(audit_job, payloads())
         for records in done:
             lo = state["done"]
-            if pool is not None:
-                bar.update(len(records))
+            bar.update(len(records))
             fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode())
             fh.flush()
             os.fsync(fh.fileno())
@@ -503,12 +492,11 @@ def run_audit(
             enc,
             scorer,
             len(found.ids),
-            inv.cfg.model.seq_len - 1,
+            inv.tokenizer.reach,
             progress,
         )
         identified["scorer"] = scorer.kind
-    reach = inv.cfg.model.seq_len - 1
-    summary = summarise(out_dir / "reconstructions.jsonl", has_ref, reach)
+    summary = summarise(out_dir / "reconstructions.jsonl", has_ref, inv.tokenizer.reach)
     if identified is not None:
         summary["identified"] = identified
     summary.update(
@@ -1145,7 +1133,7 @@ def _entities_section(s: dict[str, Any]) -> Section:
 
 
 def _ci(x: dict[str, Any]) -> str:
-    """'12 of 40 (30.0%, 95% CI 18.1-45.4%)' from a share entry (see audit_identify._share)."""
+    """'12 of 40 (30.0%, 95% CI 18.1-45.4%)' from a share entry (``metrics.share``)."""
     if not x["n"]:
         return "n/a (none)"
     few = f" (only {x['n']}: too few to judge)" if x["n"] < FEW else ""

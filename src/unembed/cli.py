@@ -614,13 +614,13 @@ def _invert_file(inv, args) -> int:
             pool = stack.enter_context(ChunkPool(args.model, args.workers, args.ray, args.device, _sample(args)))
             chunks = pool.map(invert_job, payloads)
         bar = stack.enter_context(_progress_bar(len(ids), done, "invert", not args.no_progress))
-        for lines in chunks:
+        for rows in chunks:
+            lines = [json.dumps(r) for r in rows]
             if sink:
                 sink.write(lines)
             else:
-                rows = [json.loads(x) for x in lines]
                 print("\n".join(lines if args.json else [f"{r['id']}\t{r['text']}" for r in rows]), flush=True)
-            bar.update(len(lines))
+            bar.update(len(rows))
     if sink:
         sink.finish()
         print(f"wrote {len(ids)} reconstructions to {args.out}", file=sys.stderr)

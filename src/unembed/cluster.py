@@ -59,9 +59,6 @@ class _Worker:
     def run(self, job: Callable[[Any, Any], Any], payload: Any) -> Any:
         return job(self.inv, payload)
 
-    def pid(self) -> int:
-        return os.getpid()
-
 
 class ChunkPool:
     """``workers`` Ray actors holding the model; ``map`` runs a job over chunks in order."""
@@ -109,9 +106,6 @@ class ChunkPool:
             "device": self.device,
             "threads_per_worker": self.threads,
         }
-
-    def pids(self) -> list[int]:
-        return self.ray.get([a.pid.remote() for a in self.actors])
 
     def map(self, job: Callable[[Any, Any], Any], payloads: Iterable[Any]) -> Iterator[Any]:
         """``job(inverter, payload)`` for each payload on the actors; results in payload order."""
@@ -172,10 +166,8 @@ def local_worker_pids() -> list[int]:
     return pids
 
 
-def invert_job(inv, payload: tuple) -> list[str]:
-    """``unembed invert --vectors``'s lines for one chunk: (ids, vectors, strategy, steps, seed, batch)."""
-    import json
-
+def invert_job(inv, payload: tuple) -> list[dict]:
+    """``unembed invert --vectors``'s records for one chunk: (ids, vectors, strategy, steps, seed, batch)."""
     ids, vectors, strategy, steps, seed, batch = payload
     results = inv.invert(vectors, strategy, steps, seed, batch_size=batch)
-    return [json.dumps({"id": i, "text": r.text, "confidence": r.confidence}) for i, r in zip(ids, results)]
+    return [{"id": i, "text": r.text, "confidence": r.confidence} for i, r in zip(ids, results)]

@@ -77,21 +77,29 @@ def _street_suffixes() -> str:
     return "|".join(sorted((re.escape(n) for n in names), key=len, reverse=True))
 
 
-PATTERNS = {
-    "email": re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),
-    "url": re.compile(r"\b(?:https?://|www\.)[^\s<>\"']+[^\s<>\"'.,;:!?)]"),
-    "phone": re.compile(  # US groupings (with country prefix, extension), or international "+44 20 ..." / "020-..."
-        r"(?<![\w.+-])(?:(?:(?:\+|00)?\d{1,3}[ .-]?)?(?:\(\d{3}\)\s?|\d{3}[ .-]?)\d{3}[ .-]?\d{4}"
-        r"|\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}|0\d{1,4}[ .-]\d{3,4}[ .-]\d{3,4})"
-        r"(?:\s?(?:x|ext\.?)\s?\d{1,6})?(?![\w-])"
-    ),
-    "address": re.compile(
-        r"\b\d{1,6}\s+(?:[A-Z][\w'-]*\.?\s+){1,3}(?:" + _street_suffixes() + r")\b\.?"
-        r"(?:,?\s+(?:Apt\.?|Suite|Unit|#)\s*\w{1,6})?"
-    ),
-    "money": re.compile(r"[$€£¥]\s?\d[\d,]*(?:\.\d+)?|\b\d[\d,]*(?:\.\d+)?\s?(?:dollars|euros|usd|eur|gbp)\b", re.I),
-    "date": re.compile(r"\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}/\d{1,2}/\d{2,4}\b"),
-}
+@lru_cache(maxsize=1)
+def patterns() -> dict[str, re.Pattern]:
+    """The structured kinds' regexes, in the order they win; built on first use (the street
+    suffixes come from Faker, whose import is a quarter of a second a command need not pay)."""
+    return {
+        "email": re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),
+        "url": re.compile(r"\b(?:https?://|www\.)[^\s<>\"']+[^\s<>\"'.,;:!?)]"),
+        "phone": re.compile(  # US groupings (with country prefix, extension), or international "+44 20 ..." / "020-..."
+            r"(?<![\w.+-])(?:(?:(?:\+|00)?\d{1,3}[ .-]?)?(?:\(\d{3}\)\s?|\d{3}[ .-]?)\d{3}[ .-]?\d{4}"
+            r"|\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}|0\d{1,4}[ .-]\d{3,4}[ .-]\d{3,4})"
+            r"(?:\s?(?:x|ext\.?)\s?\d{1,6})?(?![\w-])"
+        ),
+        "address": re.compile(
+            r"\b\d{1,6}\s+(?:[A-Z][\w'-]*\.?\s+){1,3}(?:" + _street_suffixes() + r")\b\.?"
+            r"(?:,?\s+(?:Apt\.?|Suite|Unit|#)\s*\w{1,6})?"
+        ),
+        "money": re.compile(
+            r"[$€£¥]\s?\d[\d,]*(?:\.\d+)?|\b\d[\d,]*(?:\.\d+)?\s?(?:dollars|euros|usd|eur|gbp)\b", re.I
+        ),
+        "date": re.compile(r"\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}/\d{1,2}/\d{2,4}\b"),
+    }
+
+
 NUMBER = re.compile(r"(?<![\w.,])\d[\d,]*(?:\.\d+)?(?!\w)")  # after spaCy: its dates and amounts win
 TYPES = ("person", "organisation", "place", "address", "date", "money", "number", "email", "phone", "url")
 DEGREES = ("full", "partial", "none")
@@ -189,7 +197,7 @@ def find(texts: Sequence[str], mode: str = "spacy") -> list[list[dict[str, str]]
     out = []
     for text, doc in zip(texts, docs, strict=True):
         spans: list[tuple[int, int, str]] = []
-        for kind, pat in PATTERNS.items():
+        for kind, pat in patterns().items():
             for m in pat.finditer(text):
                 if kind != "phone" or 7 <= len(_digits(m.group())) <= 20:
                     _add(spans, m.start(), m.end(), kind)

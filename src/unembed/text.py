@@ -46,6 +46,11 @@ class DecoderTokenizer:
         self.seq_len = seq_len
         self.specials = specials_of(hf_tokenizer)
 
+    @property
+    def reach(self) -> int:
+        """Tokens the decoder writes before its EOS (L-1): a longer text is cut there."""
+        return self.seq_len - 1
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """texts -> int32 [B, L]; longer texts are cut to L-1 tokens before the EOS."""
         s, L = self.specials, self.seq_len
