@@ -321,12 +321,24 @@ def _chroma(url, label: str) -> Source:
             vecs = np.asarray(got["embeddings"], dtype=np.float32)
             yield Chunk(list(got["ids"]), vecs, list(got["documents"] or [None] * len(got["ids"])))
 
+    sampled_ids: dict[bytes, list] = {}  # the ids at a sample's positions, listed once per sample
+
+    def ids_at(positions: np.ndarray) -> list:
+        key = positions.tobytes()
+        if key not in sampled_ids:
+            ids, k = [], 0
+            for off in range(0, col.count(), CHUNK_SIZE):  # ids only: no vectors, no documents
+                page = col.get(include=[], limit=CHUNK_SIZE, offset=off)["ids"]
+                while k < len(positions) and positions[k] < off + len(page):
+                    ids.append(page[int(positions[k]) - off])
+                    k += 1
+            sampled_ids[key] = ids
+        return sampled_ids[key]
+
     def take(positions: np.ndarray, size: int) -> Iterator[Chunk]:
-        ids: list = []
-        for off in range(0, col.count(), CHUNK_SIZE):  # ids only: no vectors, no documents
-            ids += col.get(include=[], limit=CHUNK_SIZE, offset=off)["ids"]
+        ids = ids_at(positions)  # in the order of positions (sorted)
         for i in range(0, len(positions), size):
-            want = [ids[int(p)] for p in positions[i : i + size]]
+            want = ids[i : i + size]
             got = col.get(ids=want, include=["embeddings", "documents"])
             at = {k: j for j, k in enumerate(got["ids"])}
             docs = got["documents"] or [None] * len(got["ids"])
