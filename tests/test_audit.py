@@ -340,7 +340,7 @@ def test_bad_arguments(tmp_path, model_dir, enc, vectors):
         ({"num_steps": 99}, "steps must be between 1 and 16"),
         ({"limit": 0}, "--limit must be a positive"),
         ({"batch_size": 0}, "batch size and chunk size must be >= 1"),
-        ({"out": tmp_path / "full"}, "is not empty and holds no audit"),
+        ({"out": tmp_path / "full"}, "is not empty and holds no run of `unembed audit`"),
     ]
     for kw, message in cases:
         kw = {"out": tmp_path / "o", **kw}

@@ -58,7 +58,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import pii
+from . import files, pii
 from .audit_identify import band_of, length_bands, run_identify_pass
 from .evaluate import read_text_file
 from .identify import load_attacker, read_candidates
@@ -76,7 +76,6 @@ from .metrics import (
     wilson,
 )
 from .model import Denoiser
-from .prepare import _read_json, _write_json
 from .sampling import STRATEGIES
 from .stores import CHUNK_SIZE, Chunk, Scan, Source, iter_chunks, open_source, sampled, scan
 
@@ -254,32 +253,19 @@ def _add_entities(records: list[dict], refs: Sequence[str], mode: str) -> None:
 
 
 def _claim(out: Path, args: dict) -> dict:
-    """Create OUT or resume it; returns progress ({args, done, bytes, complete}).
-
-    A folder holding an audit made with other arguments, or a non-empty folder that holds no audit,
-    is a ValueError. The reconstructions file is cut back to the last recorded chunk.
-    """
-    progress_path = out / "progress.json"
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output {out} exists and is not a folder")
-    if progress_path.is_file():
-        state = _read_json(progress_path)
-        if state.get("args") != args:
-            old = state.get("args", {})
-            diff = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in args.items() if old.get(k) != v)
-            raise ValueError(f"{out} holds an audit made with other arguments ({diff}): use another --out")
-        recon = out / "reconstructions.jsonl"
-        if not recon.is_file() or recon.stat().st_size < state["bytes"]:
-            raise ValueError(f"{recon} is missing or shorter than progress.json records: use another --out")
+    """Create OUT or resume it (`files.claim`); returns progress ({args, done, bytes, complete}).
+    A resumed folder's reconstructions file is cut back to the last recorded chunk."""
+    state, resumed = files.claim(
+        out, args, "unembed audit", lambda: {"args": args, "done": 0, "bytes": 0, "complete": False}
+    )
+    recon = out / "reconstructions.jsonl"
+    if not resumed or (state["bytes"] == 0 and not recon.is_file()):
+        recon.write_bytes(b"")
+    elif not recon.is_file() or recon.stat().st_size < state["bytes"]:
+        raise ValueError(f"{recon} is missing or shorter than progress.json records: use another --out")
+    else:
         with open(recon, "r+b") as fh:
             fh.truncate(state["bytes"])
-        return state
-    if out.is_dir() and any(out.iterdir()):
-        raise ValueError(f"output folder {out} is not empty and holds no audit: use another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "reconstructions.jsonl").write_bytes(b"")
-    state = {"args": args, "done": 0, "bytes": 0, "complete": False}
-    _write_json(progress_path, state)
     return state
 
 
@@ -319,7 +305,7 @@ def _invert_all(
             fh.flush()
             os.fsync(fh.fileno())
             state.update(done=lo + len(records), bytes=fh.tell())
-            _write_json(out / "progress.json", state)
+            files.write_json(out / "progress.json", state)
 
 
 @dataclass
@@ -477,7 +463,7 @@ def run_audit(
                 engine = pool.describe()
                 _invert_all(inv, out_dir, state, source, len(found.ids), refs, progress, pool)
     state["complete"] = True
-    _write_json(out_dir / "progress.json", state)
+    files.write_json(out_dir / "progress.json", state)
     has_ref = refs.label is not None
     identified = None
     if lists or entities != "off":
@@ -558,7 +544,7 @@ def attacker_profile(inv: Inverter, folder: Path) -> dict[str, Any]:
         if not path.is_file():
             continue
         try:
-            record = _read_json(path)
+            record = files.read_json(path)
         except (OSError, ValueError) as e:
             raise ValueError(f"{path}: not a readable JSON file ({e})") from None
         if not isinstance(record, dict):

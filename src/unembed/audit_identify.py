@@ -22,7 +22,6 @@ the user's lists) and returns the summary's ``identified`` entry.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import pii
+from .files import atomic
 from .identify import CandidateList, Candidates, FullNames, candidate_vectors, decoys_for, identify, rank
 from .metrics import share
 
@@ -118,8 +118,7 @@ def run_identify_pass(
     index = {k: {v: i for i, v in enumerate(c.values)} for k, c in insider.items()}
     held = [_Held(c) for c in lists]
     rows = []
-    tmp = out.with_name(out.name + ".tmp")
-    with open(recon, encoding="utf-8") as rf, open(tmp, "w", encoding="utf-8") as fh:
+    with open(recon, encoding="utf-8") as rf, atomic(out) as fh:
         with tqdm(total=n, desc="known-value attack", unit="vec", disable=not progress) as bar:
             for ids, v, texts in chunks:
                 recs = [_next_record(rf, i, recon) for i in ids]
@@ -130,7 +129,6 @@ def run_identify_pass(
                     fh.write(json.dumps(row, ensure_ascii=False) + "\n")
                     rows.append(_small(row))
                 bar.update(len(ids))
-    os.replace(tmp, out)
     return summarise_identified(rows, insider, lists, [label for *_, label in length_bands(reach)])
 
 

@@ -18,18 +18,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .config import Config, from_dict, load_config_json, save_config, to_dict
+from .files import atomic_path, write_text
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-
-
-def _atomic_text(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
 def save_model(
@@ -47,7 +41,7 @@ def save_model(
         name = "model.safetensors" if len(shards) == 1 else f"model-{i:05d}.safetensors"
         _atomic_save(part, folder / name, {"format": "unembed/1"})
         paths.append(folder / name)
-    _atomic_text(json.dumps(to_dict(cfg), indent=2) + "\n", folder / "config.json")
+    write_text(folder / "config.json", json.dumps(to_dict(cfg), indent=2) + "\n")
     return paths
 
 

@@ -24,7 +24,6 @@ import importlib.util
 import io
 import json
 import logging
-import os
 import re
 import unicodedata
 import zipfile
@@ -32,6 +31,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from . import files
+from .files import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +44,6 @@ FORTUNES_NOT_ENGLISH = frozenset({"translate-me"})  # Latin, French and German s
 FILE_SUFFIXES = (".txt", ".jsonl", ".parquet")
 SPLITS = ("train", "validation", "test")
 MIN_WORDS, MAX_WORDS = 8, 64
-
-
-def cache_root() -> Path:
-    """Cache root shared with encoders.py: $UNEMBED_CACHE or ~/.cache/unembed (read at call time)."""
-    return Path(os.environ.get("UNEMBED_CACHE", Path.home() / ".cache" / "unembed"))
 
 
 def npm_dir(package: str) -> Path:
@@ -1014,28 +1011,22 @@ def write_corpus(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     by_source: Counter[str] = Counter()
     by_split: Counter[str] = Counter()
-    tmp = out_path.with_name(out_path.name + ".tmp")
     sentences = iter_sentences(source, limit, skip_missing=skip_missing)
     bar = _CorpusProgress(source, limit, progress)
+    # a bad source record, no network, Ctrl-C or an empty corpus: no half-written file is left
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with files.atomic(out_path) as fh:
             for name, sentence in sentences:
                 fh.write(json.dumps({"text": sentence, "source": name}, ensure_ascii=False) + "\n")
                 by_source[name] += 1
                 by_split[split_of(sentence)] += 1
                 bar.add(name)
-    except BaseException:  # a bad source record, no network, Ctrl-C: no half-written file is left
-        tmp.unlink(missing_ok=True)
-        raise
+            if not by_source:
+                raise ValueError(f"empty corpus: source {source!r} gave no sentences")
     finally:
         bar.close()
     total = sum(by_source.values())
-    if total == 0:
-        tmp.unlink()
-        raise ValueError(f"empty corpus: source {source!r} gave no sentences")
-    os.replace(tmp, out_path)
     counts = corpus_manifest(source, by_source, by_split)
-    manifest = out_path.with_name(out_path.name + ".manifest.json")
-    manifest.write_text(json.dumps(counts, indent=1, ensure_ascii=False) + "\n")
+    files.write_json(out_path.with_name(out_path.name + ".manifest.json"), counts)
     log.info("wrote %d sentences to %s: %s", total, out_path, counts["by_source"])
     return counts

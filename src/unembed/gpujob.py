@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import lzma
-import os
 import shutil
 import tempfile
 import time
@@ -33,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from .files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -529,9 +530,8 @@ def _batch(run_dir: Path) -> int:
 
 
 def _replace_into(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def ceiling_seq_per_s(

@@ -49,8 +49,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .corpus import cache_root
-from .files import read_lines
+from .files import cache_root, read_lines
 
 log = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ LENGTH_MODES = ("auto", "head", "free")
 
 def models_path() -> list[Path]:
     """The folders searched for model names, in order (environment read at call time)."""
-    from .corpus import cache_root
+    from .files import cache_root
 
     env = [Path(p).expanduser() for p in os.environ.get("UNEMBED_MODELS", "").split(os.pathsep) if p.strip()]
     return [*env, cache_root() / "models", PACKAGE_MODELS]

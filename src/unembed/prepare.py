@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from unembed import corpus
+from unembed import corpus, files
 from unembed.text import DecoderTokenizer
 
 log = logging.getLogger(__name__)
@@ -45,22 +45,6 @@ BLOCK = 4096  # sentences tokenised per call in stage 1
 # ---------------------------------------------------------------------------------------------
 # Small file helpers
 # ---------------------------------------------------------------------------------------------
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    """Write JSON atomically (temp file + os.replace), keys in insertion order."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=2, ensure_ascii=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _read_json(path: Path) -> dict:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
 
 
 def _iter_texts(path: Path, skip: int = 0) -> Iterator[str]:
@@ -92,27 +76,8 @@ def _check_args(args: dict) -> None:
 
 
 def _claim(out: Path, args: dict) -> dict:
-    """Create OUT or resume it: returns the progress record. An OUT made with other arguments,
-    or a non-empty OUT that is no preparation, is a ValueError."""
-    progress_path = out / "progress.json"
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output {out} exists and is not a folder")
-    if progress_path.is_file():
-        progress = _read_json(progress_path)
-        if progress.get("args") != args:
-            old = progress.get("args", {})
-            diff = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in args.items() if old.get(k) != v)
-            raise ValueError(
-                f"{out} holds a preparation made with other arguments ({diff}): "
-                "rerun it with the same arguments or use another --out"
-            )
-        return progress
-    if out.is_dir() and any(out.iterdir()):
-        raise ValueError(f"output folder {out} is not empty and holds no preparation: use another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    progress = {"args": args, "stage": "texts", "chunks_done": 0}
-    _write_json(progress_path, progress)
-    return progress
+    """Create OUT or resume it: returns the progress record (`files.claim`)."""
+    return files.claim(out, args, "unembed prepare", lambda: {"args": args, "stage": "texts", "chunks_done": 0})[0]
 
 
 def _source_fingerprint(source: str) -> dict | None:
@@ -273,7 +238,7 @@ def _stage_texts(out: Path, args: dict, enc, tok: DecoderTokenizer, progress: bo
         "args": args,
         "complete": False,
     }
-    _write_json(out / "manifest.json", manifest)
+    files.write_json(out / "manifest.json", manifest)
     log.info("prepared %d sentences from %s: %s", n, args["source"], dict(by_source))
     return manifest
 
@@ -317,7 +282,7 @@ def _stage_vectors(out: Path, args: dict, enc, manifest: dict, state: dict, prog
             vectors.flush()
             done += len(batch)
             state["chunks_done"] += 1
-            _write_json(out / "progress.json", state)
+            files.write_json(out / "progress.json", state)
     elapsed = time.perf_counter() - t0
     if done > started:
         log.info(
@@ -383,10 +348,10 @@ def run_prepare(
     fresh = not (out / "progress.json").is_file()
     state = _claim(out, args)
     if state["stage"] == "done":
-        return _read_json(out / "manifest.json")
+        return files.read_json(out / "manifest.json")
     if fresh:
         state["source_file"] = _source_fingerprint(source)
-        _write_json(out / "progress.json", state)
+        files.write_json(out / "progress.json", state)
     else:
         _check_same_source(out, state, source)
     try:
@@ -407,15 +372,15 @@ def _run(out: Path, args: dict, state: dict, encoder_obj, device: str, progress:
     if state["stage"] == "texts":
         manifest = _stage_texts(out, args, encoder_obj, tok, progress)
         state.update(stage="vectors", chunks_done=0)
-        _write_json(out / "progress.json", state)
+        files.write_json(out / "progress.json", state)
     else:
-        manifest = _read_json(out / "manifest.json")
+        manifest = files.read_json(out / "manifest.json")
         _check_same_encoder(manifest, encoder_obj, out)
     _stage_vectors(out, args, encoder_obj, manifest, state, progress)
     manifest["complete"] = True
-    _write_json(out / "manifest.json", manifest)
+    files.write_json(out / "manifest.json", manifest)
     state["stage"] = "done"
-    _write_json(out / "progress.json", state)
+    files.write_json(out / "progress.json", state)
     return manifest
 
 
@@ -455,7 +420,7 @@ class PreparedData:
         manifest_path = self.path / "manifest.json"
         if not manifest_path.is_file():
             raise ValueError(f"not a prepared data folder (no manifest.json): {self.path}")
-        self.manifest = _read_json(manifest_path)
+        self.manifest = files.read_json(manifest_path)
         if self.manifest.get("format") != FORMAT:
             raise ValueError(f"{self.path}: unknown format {self.manifest.get('format')!r}, expected {FORMAT}")
         if not self.manifest.get("complete") and not allow_incomplete:
@@ -621,7 +586,7 @@ def prepare_clean(
         "complete": True,
         "timing": timing,
     }
-    _write_json(out / "manifest.json", manifest)
-    _write_json(out / "progress.json", {"args": args, "stage": "done", "chunks_done": 1})
+    files.write_json(out / "manifest.json", manifest)
+    files.write_json(out / "progress.json", {"args": args, "stage": "done", "chunks_done": 1})
     log.info("prepared %d clean sentences: %s", len(texts), timing)
     return manifest

@@ -24,6 +24,7 @@ from torch import nn
 
 from .checkpoint import load_state, optimizer_from_tensors, optimizer_to_tensors, save_model, save_state
 from .config import Config, resolve_derived
+from .files import write_text
 from .loss import diffusion_loss, length_targets, masked_capacity
 from .metrics import token_accuracy
 from .model import Denoiser, init_from_encoder
@@ -239,9 +240,7 @@ def _trim_log(path: Path, step: int) -> None:
     rows = path.read_text().splitlines(keepends=True)
     keep = [r for r in rows if r.strip() and json.loads(r).get("train_step", 0) <= step]
     if len(keep) != len(rows):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(keep))
-        os.replace(tmp, path)
+        write_text(path, "".join(keep))
 
 
 # ---- the loop ----------------------------------------------------------------------------------
