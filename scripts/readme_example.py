@@ -38,7 +38,11 @@ def run(command: str) -> str:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
     done = subprocess.run(
         [sys.executable, "-m", "unembed.cli", *shlex.split(command)[1:]],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, timeout=600,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        timeout=600,
     )
     if done.returncode:
         raise RuntimeError(f"{command!r} exited with {done.returncode}:\n{done.stdout}")
