@@ -50,12 +50,12 @@ def test_read_json_names_the_file(tmp_path):
 def test_read_jsonl_skips_blank_lines_and_names_the_bad_line(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_text('{"id": 0}\n\n{"id": 1}\n')
-    assert [r["id"] for r in files.read_jsonl(path)] == [0, 1]
+    assert [(n, r["id"]) for n, r in files.read_jsonl(path)] == [(1, 0), (3, 1)]
     path.write_text('{"id": 0}\n{"id": 1\n')
-    with pytest.raises(ValueError, match="r.jsonl line 2: not valid JSON"):
-        list(files.read_jsonl(path))
+    with pytest.raises(ValueError, match="^r.jsonl:2: need a JSON object with an id$"):
+        list(files.read_jsonl(path, "a JSON object with an id"))
     path.write_text('{"id": 0}\n[1, 2]\n')
-    with pytest.raises(ValueError, match="line 2: expected a JSON object, got list"):
+    with pytest.raises(ValueError, match="^r.jsonl:2: need a JSON object$"):
         list(files.read_jsonl(path))
 
 

@@ -138,21 +138,17 @@ def load_reference(path: str | Path, ids: Sequence, limit: int | None = None, po
         raise ValueError(f"reference file not found: {path}")
     wanted = {str(i) for i in ids}
     by_id: dict[str, str] = {}
-    with open(p, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                key, text = str(rec["id"]), rec["text"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise ValueError(f"{p.name}:{n}: need a JSON object with 'id' and 'text'") from None
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"{p.name}:{n}: 'text' must be a non-empty string")
-            if key in by_id:
-                raise ValueError(f"{p.name}:{n}: duplicate id {rec['id']!r}")
-            if key in wanted:
-                by_id[key] = text.strip()
+    need = "a JSON object with 'id' and 'text'"
+    for n, rec in files.read_jsonl(p, need):
+        if "id" not in rec or "text" not in rec:
+            raise files.bad_line(p, n, need)
+        key, text = str(rec["id"]), rec["text"]
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"{p.name}:{n}: 'text' must be a non-empty string")
+        if key in by_id:
+            raise ValueError(f"{p.name}:{n}: duplicate id {rec['id']!r}")
+        if key in wanted:
+            by_id[key] = text.strip()
     missing = [i for i in ids if str(i) not in by_id]
     if missing:
         raise ValueError(f"{p.name} misses the text of {len(missing)} of {len(ids)} record ids (first: {missing[0]!r})")

@@ -855,16 +855,11 @@ def file_documents(path: Path) -> Iterator[tuple[str, str]]:
 
 
 def _jsonl_documents(path: Path) -> Iterator[tuple[str, str]]:
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                text = record["text"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object with a 'text' field") from None
-            yield str(record.get("source") or path.stem), text
+    need = "a JSON object with a 'text' field"
+    for lineno, record in files.read_jsonl(path, need):
+        if "text" not in record:
+            raise files.bad_line(path, lineno, need)
+        yield str(record.get("source") or path.stem), record["text"]
 
 
 def _parquet_documents(path: Path) -> Iterator[tuple[str, str]]:

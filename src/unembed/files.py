@@ -95,21 +95,29 @@ def read_json(path: str | Path) -> Any:
         raise ValueError(f"{path} is not valid JSON: {e}") from None
 
 
-def read_jsonl(path: str | Path, skip_blank: bool = True) -> Iterator[dict]:
-    """The records of a JSONL file, one object a line; a line that is not a JSON object is a
-    ValueError that names the file and the line."""
+def read_jsonl(path: str | Path, need: str = "a JSON object") -> Iterator[tuple[int, dict]]:
+    """(line number, record) of a JSONL file, one object a line, blank lines skipped.
+
+    A line that is not a JSON object is a ValueError ``NAME:LINE: need {need}``; callers check
+    their fields and raise `bad_line` with the same ``need``, so every error names the file, the
+    line and what the line should hold."""
     path = Path(path)
-    with open(path, encoding="utf-8", errors="strict") as fh:
+    with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, 1):
-            if skip_blank and not line.strip():
+            if not line.strip():
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path} line {number}: not valid JSON ({e.msg})") from None
+            except json.JSONDecodeError:
+                raise bad_line(path, number, need) from None
             if not isinstance(record, dict):
-                raise ValueError(f"{path} line {number}: expected a JSON object, got {type(record).__name__}")
-            yield record
+                raise bad_line(path, number, need)
+            yield number, record
+
+
+def bad_line(path: str | Path, number: int, need: str) -> ValueError:
+    """The error for line ``number`` of a JSONL file that does not hold ``need``."""
+    return ValueError(f"{Path(path).name}:{number}: need {need}")
 
 
 def claim(out: Path, args: dict, command: str, fresh: Callable[[], dict]) -> tuple[dict, bool]:

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import atomic_path
+from .files import atomic_path, bad_line, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -131,19 +131,15 @@ def _cosines(reference: np.ndarray, folder: Path, texts: list[str], pooling: str
 
 def _read_corpus(path: Path) -> tuple[list[str], list[str]]:
     texts, sources = [], []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                text = rec["text"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object with a 'text' field") from None
-            if not isinstance(text, str) or "\n" in text or not text.strip():
-                raise ValueError(f"{path}:{lineno}: 'text' must be one non-empty line")
-            texts.append(text)
-            sources.append(str(rec.get("source") or path.stem))
+    need = "a JSON object with a 'text' field"
+    for lineno, rec in read_jsonl(path, need):
+        if "text" not in rec:
+            raise bad_line(path, lineno, need)
+        text = rec["text"]
+        if not isinstance(text, str) or "\n" in text or not text.strip():
+            raise ValueError(f"{path.name}:{lineno}: 'text' must be one non-empty line")
+        texts.append(text)
+        sources.append(str(rec.get("source") or path.stem))
     if not texts:
         raise ValueError(f"corpus file {path} holds no sentences")
     return texts, sources

@@ -32,7 +32,6 @@ non-scalar ids); ``read_all`` is the same reader for commands that need every ve
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -43,6 +42,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import numpy as np
 from tqdm import tqdm
+
+from .files import bad_line, read_jsonl
 
 FILE_FORMATS = (".npy", ".jsonl", ".parquet")
 SCHEMES = (
@@ -225,28 +226,25 @@ def _jsonl_chunks(p: Path, size: int) -> Iterator[Chunk]:
     rows: list[list[float]] = []
     texts: list[str | None] = []
     dim, count = None, 0
-    with open(p, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                row = _numbers(rec["embedding"])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                raise ValueError(f"{p.name}:{n}: need a JSON object with an 'embedding' list of numbers") from None
-            if dim is not None and len(row) != dim:
-                raise ValueError(f"{p.name}:{n}: embedding has {len(row)} values, earlier ones {dim}")
-            dim = len(row)
-            text = rec.get("text")
-            if text is not None and not isinstance(text, str):
-                raise ValueError(f"{p.name}:{n}: 'text' must be a string")
-            ids.append(rec.get("id", count))
-            count += 1
-            rows.append(row)
-            texts.append(text)
-            if len(rows) == size:
-                yield Chunk(ids, np.array(rows, dtype=np.float32), texts)
-                ids, rows, texts = [], [], []
+    need = "a JSON object with an 'embedding' list of numbers"
+    for n, rec in read_jsonl(p, need):
+        try:
+            row = _numbers(rec["embedding"])
+        except (KeyError, TypeError, ValueError):
+            raise bad_line(p, n, need) from None
+        if dim is not None and len(row) != dim:
+            raise ValueError(f"{p.name}:{n}: embedding has {len(row)} values, earlier ones {dim}")
+        dim = len(row)
+        text = rec.get("text")
+        if text is not None and not isinstance(text, str):
+            raise ValueError(f"{p.name}:{n}: 'text' must be a string")
+        ids.append(rec.get("id", count))
+        count += 1
+        rows.append(row)
+        texts.append(text)
+        if len(rows) == size:
+            yield Chunk(ids, np.array(rows, dtype=np.float32), texts)
+            ids, rows, texts = [], [], []
     if rows:
         yield Chunk(ids, np.array(rows, dtype=np.float32), texts)
 
@@ -484,18 +482,12 @@ def _faiss_unwrap(faiss, index, path: Path):
 
 def _meta_lines(meta: Path, total: int) -> Iterator[dict]:
     n = 0
-    with open(meta, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                raise ValueError(f"{meta.name}:{line_no}: not a JSON object") from None
-            if not isinstance(rec, dict) or not isinstance(rec.get("text", ""), str):
-                raise ValueError(f"{meta.name}:{line_no}: need a JSON object with optional 'id' and string 'text'")
-            n += 1
-            yield rec
+    need = "a JSON object with optional 'id' and string 'text'"
+    for line_no, rec in read_jsonl(meta, need):
+        if not isinstance(rec.get("text", ""), str):
+            raise bad_line(meta, line_no, need)
+        n += 1
+        yield rec
     if n != total:
         raise ValueError(f"{meta.name} has {n} lines but the index holds {total} vectors")
 
