@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from unembed.cli import LENGTH_MODES, PRECISIONS, STRATEGY_NAMES, main
+from unembed.cli import main
+from unembed.names import STRATEGIES
 from unembed.prepare import run_prepare
 
 CPU_BUILD = torch.version.cuda is None
@@ -265,11 +266,6 @@ def test_verbose_flag_works_after_the_subcommand(capsys, places):
 
 
 def test_help_lists_every_strategy_and_imports_no_torch():
-    from unembed import inverter, precision
-    from unembed.sampling import STRATEGIES
-
-    assert tuple(STRATEGY_NAMES) == tuple(STRATEGIES)
-    assert LENGTH_MODES == inverter.LENGTH_MODES and PRECISIONS == precision.PRECISIONS
     probe = (
         "import sys, time; t = time.perf_counter(); import unembed.cli as c\n"
         "try:\n    c.main(['invert', '--help'])\nexcept SystemExit:\n    pass\n"
@@ -277,7 +273,7 @@ def test_help_lists_every_strategy_and_imports_no_torch():
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=_env())
     seconds, torch_loaded = done.stderr.split()
-    assert torch_loaded == "False" and "two-stage" in done.stdout
+    assert torch_loaded == "False" and all(name in done.stdout for name in STRATEGIES)
     assert float(seconds) < 2.0  # 0.25 s measured here; the bound leaves room for a loaded CI machine
 
 

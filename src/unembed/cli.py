@@ -19,18 +19,16 @@ import time
 import traceback
 from pathlib import Path
 
+from .names import LENGTH_MODES, PRECISIONS, STRATEGIES
+
 log = logging.getLogger("unembed.cli")
 
 EXIT_USAGE = 2
 EXIT_CRASH = 1
-# The names of sampling.STRATEGIES, spelled here so that --help needs no torch (a test keeps them equal).
 VECTORS_HELP = (
     "FILE.npy (float [N, D]) | FILE.jsonl (one object a line: 'embedding', optional 'id' and 'text') | "
     "FILE.parquet (same columns) | a store URI (as for audit)"
 )
-STRATEGY_NAMES = ("confidence", "euler", "remask", "two-stage")
-LENGTH_MODES = ("auto", "head", "free")  # inverter.LENGTH_MODES (kept here: the parser imports no torch)
-PRECISIONS = ("auto", "fp32", "bf16", "int8")  # precision.PRECISIONS
 
 
 class CliError(Exception):
@@ -102,8 +100,8 @@ def _port(raw: str) -> int:
 
 
 def _strategy(raw: str) -> str:
-    if raw not in STRATEGY_NAMES:
-        raise argparse.ArgumentTypeError(f"unknown strategy {raw!r} (choose from {', '.join(STRATEGY_NAMES)})")
+    if raw not in STRATEGIES:
+        raise argparse.ArgumentTypeError(f"unknown strategy {raw!r} (choose from {', '.join(STRATEGIES)})")
     return raw
 
 
@@ -112,7 +110,7 @@ def _strategy(raw: str) -> str:
 
 def _add_inversion_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="'default', a name from `unembed models`, or a folder")
-    p.add_argument("--strategy", type=_strategy, default=None, help=f"{' | '.join(STRATEGY_NAMES)} (model's default)")
+    p.add_argument("--strategy", type=_strategy, default=None, help=f"{' | '.join(STRATEGIES)} (model's default)")
     p.add_argument("--steps", type=_positive_int, default=None, help="decoder forward passes, 1..L (model's default)")
     p.add_argument("--seed", type=_int, default=0, help="seed of the decoder's random draws")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps")

@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from .names import LENGTH_MODES, PRECISIONS, SCHEDULE_KINDS
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # package data; in a checkout a link to configs/
 
 
@@ -300,15 +302,15 @@ def validate(cfg: Config) -> None:
         (m.n_layers >= 1 and m.width >= 8, "model.n_layers >= 1 and model.width >= 8"),
         (2 <= m.seq_len <= 512, "model.seq_len must be in [2, 512]"),
         (m.init in ("random", "encoder"), "model.init must be random or encoder"),
-        (s.kind in ("linear", "exp"), "schedule.kind must be linear or exp"),
+        (s.kind in SCHEDULE_KINDS, f"schedule.kind must be one of {', '.join(SCHEDULE_KINDS)}"),
         (s.lam > 0 and 0 < s.eps < 0.5, "schedule.lam > 0 and 0 < schedule.eps < 0.5"),
         (0 < s.t_power <= 4, "schedule.t_power must be in (0, 4]"),
         (m.length_head >= 0, "model.length_head must be >= 0"),
         (t.loss_norm in ("elbo", "masked-mean"), "train.loss_norm must be elbo or masked-mean"),
         (t.length_loss >= 0, "train.length_loss must be >= 0"),
         (0 <= t.length_reveal <= 1, "train.length_reveal must be in [0, 1]"),
-        (sa.length in ("auto", "head", "free"), "sample.length must be auto, head or free"),
-        (sa.precision in ("auto", "fp32", "bf16", "int8"), "sample.precision must be auto, fp32, bf16 or int8"),
+        (sa.length in LENGTH_MODES, f"sample.length must be one of {', '.join(LENGTH_MODES)}"),
+        (sa.precision in PRECISIONS, f"sample.precision must be one of {', '.join(PRECISIONS)}"),
         (t.batch_size >= 1 and t.grad_accum >= 1, "train.batch_size and grad_accum >= 1"),
         (t.lr > 0 and 0 <= t.ema_decay < 1, "train.lr > 0 and 0 <= train.ema_decay < 1"),
         (t.max_steps >= 1 and t.max_minutes >= 0, "train.max_steps must be >= 1 and train.max_minutes >= 0"),

@@ -28,6 +28,7 @@ from .devices import check_device
 from .length import length_order, predict_lengths
 from .memory import keep_freed_memory, release_freed_memory
 from .metrics import cosine, token_accuracy_per_row
+from .names import LENGTH_MODES
 from .precision import for_inference
 from .sampling import STRATEGIES, StepState, denoise, final
 from .text import DecoderTokenizer
@@ -42,7 +43,6 @@ PACKAGE_MODELS = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = "minilm-default"
 MAX_BATCH = 4096
 START_THREADS = torch.get_num_threads()  # torch's thread count when unembed was imported: the most decoding uses
-LENGTH_MODES = ("auto", "head", "free")
 
 
 def models_path() -> list[Path]:

@@ -38,10 +38,9 @@ from torch import nn
 
 from . import kernels
 from .model import needs_key_mask
+from .names import PRECISIONS
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 
 class _QuantHead(nn.Module):

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-KINDS = ("linear", "exp")
+from .names import SCHEDULE_KINDS as KINDS
 
 
 def _check(kind: str) -> None:
