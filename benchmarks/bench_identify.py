@@ -22,9 +22,8 @@ import numpy as np
 from common import SENTENCES, machine, markdown, write_json
 
 from unembed import records as R
-from unembed.audit import auc
 from unembed.identify import Scorer, candidate_vectors, from_values, identify, load_attacker, rank
-from unembed.metrics import wilson
+from unembed.metrics import auc, wilson
 
 SEED = 20261207
 NO_HIT_SIZE = 10_000

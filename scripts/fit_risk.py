@@ -14,7 +14,7 @@ import json
 
 import numpy as np
 
-from unembed.audit import auc, spearman
+from unembed.metrics import auc, spearman
 
 LEVEL = 0.25
 

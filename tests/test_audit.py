@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import FakeEncoder, make_model_dir
-from unembed import audit, stores
+from unembed import audit, audit_report, audit_risk, metrics, stores
 
 TEXTS = [
     "The weather is lovely today.",
@@ -117,7 +117,8 @@ def test_records_carry_every_risk_score_and_confidence_up_to_eos(with_ref, minil
     for r in read_records(out):
         assert 1 <= len(r["confidence"]) == len(r["tokens"]) <= 16
         assert r["decoder_confidence"] == pytest.approx(np.mean(r["confidence"]), abs=1e-4)
-        assert r["risk"] == audit.risk_scores(r["decoder_confidence"], r["cosine"], len(r["tokens"]))[audit.RISK_SCORE]
+        scores = audit_risk.risk_scores(r["decoder_confidence"], r["cosine"], len(r["tokens"]))
+        assert r["risk"] == scores[audit_risk.RISK_SCORE]
         assert 0 <= r["combined"] <= 1 and -1 <= r["cosine"] <= 1
         assert all(0.0 <= c <= 1.0 for c in r["confidence"])
         assert "[SEP]" not in r["tokens"][:-1]  # the record stops at the first EOS
@@ -195,21 +196,21 @@ def test_calibration_bins_and_top_decile():
     risk = np.arange(20) / 20
     acc = np.r_[np.zeros(18), 0.5, 1.0]
     bleu = 100 * acc
-    bins = audit.calibration_bins(risk, acc, bleu, bins=4)
+    bins = audit_risk.calibration_bins(risk, acc, bleu, bins=4)
     assert [b["n"] for b in bins] == [5] * 4 and bins[-1]["token_accuracy"] == pytest.approx(0.3)
     assert bins[0]["risk"] < bins[-1]["risk"] and bins[-1]["bleu"] == pytest.approx(30)
-    top = audit.top_decile(risk, acc, bleu)
+    top = audit_risk.top_decile(risk, acc, bleu)
     assert top["n"] == 2 and top["token_accuracy_mean"] == 0.75 and top["share_at_level"] == 1.0
     assert top["all_share_at_level"] == 0.1 and top["all_bleu_mean"] == pytest.approx(7.5)
 
 
 def test_spearman():
-    assert audit.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert audit.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-    assert audit.spearman([1, 1, 2, 2], [1, 2, 3, 4]) == pytest.approx(
+    assert metrics.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert metrics.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert metrics.spearman([1, 1, 2, 2], [1, 2, 3, 4]) == pytest.approx(
         np.corrcoef([1.5, 1.5, 3.5, 3.5], [1, 2, 3, 4])[0, 1]
     )
-    assert np.isnan(audit.spearman([1, 1, 1], [1, 2, 3]))
+    assert np.isnan(metrics.spearman([1, 1, 1], [1, 2, 3]))
 
 
 # ---- resume --------------------------------------------------------------------------------------------
@@ -391,7 +392,7 @@ def test_attacker_profile_counts_trained_parameters_and_reads_the_training_recor
         "1,000 validation sentences",
         0.0968,
     )
-    section = audit._attacker_section({"attacker": p, "n": 3, "token_accuracy": 0.1})
+    section = audit_report._attacker_section({"attacker": p, "n": 3, "token_accuracy": 0.1})
     assert "trained on 2,722,688 sequences" in section.paragraphs[0] and "9.7%" in section.paragraphs[0]
 
 

@@ -46,7 +46,6 @@ Outputs in OUT: ``defend.json`` (context and one row per defense x attacker [x k
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
@@ -58,10 +57,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .audit import markdown_table
+from . import files
 from .evaluate import Attack, load_targets, run_batched
 from .inverter import Inverter
 from .metrics import bleu, cosine, exact_match_rate, token_accuracy
+from .report import markdown_table
 from .sampling import STRATEGIES
 
 log = logging.getLogger(__name__)
@@ -522,7 +522,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 def plot(result: dict[str, Any], path: Path) -> None:
     """PNG: leakage vs recall@10 per defense (naive o, strongest adaptive ^), and leakage vs k."""
-    from .audit import pyplot
+    from .report import pyplot
 
     plt = pyplot()
     rows, key = result["rows"], f"recall@{RECALL_AT}"
@@ -564,7 +564,7 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
     """OUTPUT_FILES (defend.json, defend.md and privacy_utility.png) in ``out`` (created if needed)."""
     out.mkdir(parents=True, exist_ok=True)
     json_file, md_file, png_file = (out / name for name in OUTPUT_FILES)
-    json_file.write_text(json.dumps(result, indent=1) + "\n")
-    md_file.write_text(markdown(result))
+    files.write_json(json_file, result)
+    files.write_text(md_file, markdown(result))
     plot(result, png_file)
     log.info("wrote %s", out / "defend.md")

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import kernels
+from . import files, kernels
 from .files import read_lines
 from .inverter import Inversion, Inverter
 from .metrics import (
@@ -52,6 +52,7 @@ from .metrics import (
     token_accuracy_per_row,
     token_f1,
 )
+from .report import markdown_table, pyplot
 from .sampling import STRATEGIES
 from .schedule import corrupt, sample_t
 
@@ -521,12 +522,16 @@ def markdown_report(report: dict[str, Any]) -> str:
         "device",
         "torch_threads",
     ]
-    lines = ["| metric | value | what it counts |", "|---|---|---|"]
-    for k in keys:
-        if k in report:
-            label = k + (" (teacher-forced, not end-to-end)" if k.startswith("teacher_forced") else "")
-            lines.append(f"| {label} | {_fmt(k, report[k])} | {DEFINITIONS.get(k, '')} |")
-    return "\n".join(lines)
+    rows = [
+        [
+            k + (" (teacher-forced, not end-to-end)" if k.startswith("teacher_forced") else ""),
+            _fmt(k, report[k]),
+            DEFINITIONS.get(k, ""),
+        ]
+        for k in keys
+        if k in report
+    ]
+    return markdown_table(["metric", "value", "what it counts"], rows)
 
 
 def markdown_sweep(rows: Sequence[dict[str, Any]]) -> str:
@@ -543,18 +548,12 @@ def markdown_sweep(rows: Sequence[dict[str, Any]]) -> str:
         "cosine",
         "sent/s",
     ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        lines.append("| " + " | ".join(_fmt(k, r[k]) for k in SWEEP_KEYS) + " |")
-    return "\n".join(lines)
+    return markdown_table(head, [[_fmt(k, r[k]) for k in SWEEP_KEYS] for r in rows])
 
 
 def plot_sweep(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> None:
     """PNG: token accuracy and cosine against decoder steps, one line per strategy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, label in ((axes[0], "token_accuracy", "token accuracy"), (axes[1], "cosine", "cosine")):
@@ -590,14 +589,14 @@ def write_outputs(out: Path, report: dict[str, Any], records: Sequence[dict[str,
     """The files of ``output_paths``: report.json, report.jsonl beside it, with a sweep report.sweep.*."""
     report_file, records_file, *sweep_files = output_paths(out, "sweep" in report)
     report_file.parent.mkdir(parents=True, exist_ok=True)
-    report_file.write_text(json.dumps(report, indent=1) + "\n")
-    with open(records_file, "w") as fh:
+    files.write_json(report_file, report)
+    with files.atomic(records_file) as fh:
         for rec in records:
             fh.write(json.dumps(rec) + "\n")
     if sweep_files:
         json_file, md_file, png_file = sweep_files
-        json_file.write_text(json.dumps(report["sweep"], indent=1) + "\n")
-        md_file.write_text(tables[-1] + "\n")
+        files.write_json(json_file, report["sweep"])
+        files.write_text(md_file, tables[-1] + "\n")
         title = f"{report['model']} on {report['data']}, n={report['n']}"
         plot_sweep(report["sweep"], png_file, title)
     log.info("wrote %s and %s", report_file, records_file)

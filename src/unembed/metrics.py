@@ -194,3 +194,30 @@ def bleu_interval(preds: Sequence[str], refs: Sequence[str], n: int = BOOTSTRAP,
         scores[i] = metric._compute_score_from_stats(list(stats[pick].sum(0))).score
     a, b = np.percentile(scores, [2.5, 97.5])
     return float(a), float(b)
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation (average ranks for ties); NaN when either side is constant."""
+    rx, ry = _ranks(np.asarray(x, np.float64)), _ranks(np.asarray(y, np.float64))
+    if len(rx) < 2 or rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _ranks(a: np.ndarray) -> np.ndarray:
+    order = np.argsort(a, kind="mergesort")
+    ranks = np.empty(len(a))
+    ranks[order] = np.arange(len(a))
+    _, inverse, counts = np.unique(a, return_inverse=True, return_counts=True)
+    return (np.bincount(inverse, weights=ranks) / counts)[inverse]
+
+
+def auc(score: Sequence[float], label: Sequence[bool]) -> float:
+    """Area under the ROC curve of ``score`` for the positive ``label`` (Mann-Whitney, ties count half);
+    NaN when either class is empty."""
+    score, label = np.asarray(score, np.float64), np.asarray(label, bool)
+    n_pos, n_neg = int(label.sum()), int((~label).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = _ranks(score) + 1
+    return float((ranks[label].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
