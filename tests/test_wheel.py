@@ -91,6 +91,7 @@ def test_wheel_carries_the_model_and_presets(installed):
     assert "unembed/models/minilm-default/config.json" in names
     assert sum(n.startswith("unembed/models/minilm-default/model") for n in names) >= 1
     assert {"unembed/configs/tiny.yaml", "unembed/configs/small.yaml", "unembed/fetch_corpus.sh"} <= set(names)
+    assert "unembed/csrc/head.c" in names  # the kernels' C source: without it decoding falls back to torch
 
 
 def test_import_and_version_from_the_installed_package(installed):
