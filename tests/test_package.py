@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 import unembed
+from unembed.catalog import list_models, models_path, resolve_model_dir
 from unembed.cli import main
-from unembed.inverter import Inverter, list_models, models_path, resolve_model_dir
+from unembed.inverter import Inverter
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCE = "The weather is lovely today."

@@ -24,14 +24,15 @@ __version__ = "0.1.0"  # the one version: pyproject.toml reads it (tool.setuptoo
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
+    from .catalog import list_models, models_path
     from .encoders import load_encoder
-    from .inverter import Inverter, list_models, models_path
+    from .inverter import Inverter
     from .sampling import STRATEGIES, denoise
 
 _LAZY = {
     "Inverter": "inverter",
-    "list_models": "inverter",
-    "models_path": "inverter",
+    "list_models": "catalog",
+    "models_path": "catalog",
     "load_encoder": "encoders",
     "denoise": "sampling",
     "STRATEGIES": "sampling",

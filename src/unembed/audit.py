@@ -58,9 +58,10 @@ from . import files, pii
 from .audit_identify import band_of, run_identify_pass
 from .audit_report import write_report
 from .audit_risk import RISK_COEF, RISK_DEFINITION, RISK_SCORE, risk_scores, summarise
+from .catalog import resolve_model_dir
 from .evaluate import read_text_file
 from .identify import load_attacker, read_candidates
-from .inverter import Inverter, resolve_model_dir
+from .inverter import Inverter
 from .metrics import (
     cosine,
     exact_match,

@@ -487,7 +487,7 @@ def _source_file(source: str, flag: str = "--source") -> None:
 
 def _model_fits_data(model: str, data: str) -> None:
     """A model decodes L tokens; data prepared for another length cannot be scored against it."""
-    from .inverter import resolve_model_dir
+    from .catalog import resolve_model_dir
 
     cfg = json.loads((resolve_model_dir(model) / "config.json").read_text())
     manifest = Path(data) / "manifest.json"
@@ -862,8 +862,8 @@ def cmd_gpu_train(args) -> int:
 def cmd_fit_length(args) -> int:
     from dataclasses import replace
 
+    from .catalog import resolve_model_dir
     from .checkpoint import load_model, save_model
-    from .inverter import resolve_model_dir
     from .length import fit_length_head
     from .prepare import PreparedData
 
@@ -882,7 +882,7 @@ def cmd_fit_length(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .inverter import DEFAULT_MODEL, list_models, models_path
+    from .catalog import DEFAULT_MODEL, list_models, models_path
 
     seen: set[str] = set()
     for name, folder in list_models():

@@ -239,3 +239,14 @@ def load_encoder(
         return HFEncoder(name, pooling, max_length, batch_size, device)
     except OSError as exc:
         raise ValueError(f"cannot load encoder {name!r}: {str(exc).splitlines()[0]}") from None
+
+
+def load_tokenizer(encoder_name: str):
+    """The Hugging Face tokenizer of an encoder preset or folder (a clear ValueError when it cannot load)."""
+    from transformers import AutoTokenizer
+
+    source, _ = resolve_source(encoder_name)
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except OSError as exc:
+        raise ValueError(f"cannot load the tokenizer of encoder {encoder_name!r}: {str(exc).splitlines()[0]}") from None

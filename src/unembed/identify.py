@@ -538,9 +538,9 @@ def decoys_for(encoder, clist: CandidateList, progress: bool = False) -> np.ndar
 
 def load_attacker(model: str = "default", encoder=None, device: str = "cpu"):
     """(encoder, scorer) of a model folder: its encoder (or ``encoder``) and its fitted scorer."""
+    from .catalog import resolve_model_dir
     from .checkpoint import load_config_json
     from .encoders import load_encoder
-    from .inverter import resolve_model_dir
 
     folder = resolve_model_dir(model)
     cfg = load_config_json(folder / "config.json")

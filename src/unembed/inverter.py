@@ -2,7 +2,7 @@
 
 ``Inverter.load("default")`` finds the shipped model ``minilm-default`` from any working directory.
 A model is a folder holding config.json + safetensors, given by path or by name; names are looked
-up on the models path (:func:`models_path`), first match wins:
+up on the models path (:func:`catalog.models_path`), first match wins:
 
 1. each folder in ``$UNEMBED_MODELS`` (``os.pathsep``-separated),
 2. the user's cache, ``$UNEMBED_CACHE/models`` (default ``~/.cache/unembed/models``),
@@ -12,7 +12,6 @@ up on the models path (:func:`models_path`), first match wins:
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
+from .catalog import resolve_model_dir
 from .checkpoint import load_model
 from .config import Config, with_sample
 from .devices import check_device
@@ -39,45 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PACKAGE_MODELS = Path(__file__).resolve().parent / "models"
-DEFAULT_MODEL = "minilm-default"
 MAX_BATCH = 4096
 START_THREADS = torch.get_num_threads()  # torch's thread count when unembed was imported: the most decoding uses
-
-
-def models_path() -> list[Path]:
-    """The folders searched for model names, in order (environment read at call time)."""
-    from .files import cache_root
-
-    env = [Path(p).expanduser() for p in os.environ.get("UNEMBED_MODELS", "").split(os.pathsep) if p.strip()]
-    return [*env, cache_root() / "models", PACKAGE_MODELS]
-
-
-def list_models() -> list[tuple[str, Path]]:
-    """(name, folder) of every model on the models path, in search order; a later folder's model
-    of the same name is listed too but shadowed by the first."""
-    found = []
-    for root in models_path():
-        if root.is_dir():
-            found += [(p.name, p) for p in sorted(root.iterdir()) if (p / "config.json").is_file()]
-    return found
-
-
-def resolve_model_dir(name: str) -> Path:
-    """'default', a model name on the models path, or a folder path -> the model folder."""
-    if name in ("default", ""):
-        name = DEFAULT_MODEL
-    path = Path(name).expanduser()
-    if (path / "config.json").is_file():
-        return path
-    for root in models_path() if path.name == name else []:  # a bare name, not a path
-        if (root / name / "config.json").is_file():
-            return root / name
-    known = sorted({n for n, _ in list_models()})
-    raise ValueError(
-        f"model {name!r} not found (no config.json there; known models: {', '.join(known) or 'none'};"
-        " list them with `unembed models`)"
-    )
 
 
 @dataclass(frozen=True)
@@ -119,7 +82,7 @@ class Inverter:
         encoder: Encoder | None = None,
         sample: dict[str, Any] | None = None,
     ) -> Inverter:
-        """A model by name (see :func:`models_path`) or folder; ``encoder`` replaces the model's own.
+        """A model by name (see :func:`catalog.models_path`) or folder; ``encoder`` replaces the model's own.
 
         ``sample`` overrides the model's decoding settings (``cfg.sample``: strategy, num_steps,
         length, precision, compact, ...), e.g. ``{"precision": "int8"}``; None values are ignored.
@@ -136,7 +99,9 @@ class Inverter:
         cfg = with_sample(cfg, sample)
         model = for_inference(model, cfg.sample.precision)
         if encoder is None:
-            hf_tok = _load_tokenizer(cfg.encoder.name)
+            from .encoders import load_tokenizer  # imports transformers: only when needed
+
+            hf_tok = load_tokenizer(cfg.encoder.name)
         else:
             hf_tok = encoder.tokenizer
         tok = DecoderTokenizer(hf_tok, cfg.model.seq_len)
@@ -307,15 +272,3 @@ def _as_array(vectors: ArrayLike, dtype: type) -> np.ndarray:
         return np.asarray(vectors, dtype=dtype)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"vectors must be numbers of shape [B, D] or [D]: {exc}") from None
-
-
-def _load_tokenizer(encoder_name: str):
-    from transformers import AutoTokenizer
-
-    from .encoders import resolve_source
-
-    source, _ = resolve_source(encoder_name)
-    try:
-        return AutoTokenizer.from_pretrained(source)
-    except OSError as exc:
-        raise ValueError(f"cannot load the tokenizer of encoder {encoder_name!r}: {str(exc).splitlines()[0]}") from None

@@ -392,11 +392,11 @@ def write_split_texts(
     These are exactly the texts (and cuts) that :func:`run_prepare` stores for that split, so
     ``unembed evaluate --texts OUT`` measures what ``--data DIR --split SPLIT`` would. Returns the count.
     """
-    from unembed.inverter import _load_tokenizer
+    from unembed.encoders import load_tokenizer
 
     if split not in corpus.SPLITS:
         raise ValueError(f"unknown split {split!r}: use one of {', '.join(corpus.SPLITS)}")
-    tok = DecoderTokenizer(_load_tokenizer(encoder), seq_len)
+    tok = DecoderTokenizer(load_tokenizer(encoder), seq_len)
     with open(corpus_path) as fh:
         texts = [t for t in (json.loads(line)["text"] for line in fh if line.strip()) if corpus.split_of(t) == split]
     if not texts:

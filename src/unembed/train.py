@@ -184,9 +184,9 @@ def _init_from_model(model: Denoiser, cfg: Config) -> None:
 
     The source must have the same architecture; a length head it lacks starts from its init.
     """
+    from .catalog import resolve_model_dir
     from .checkpoint import load_weights
     from .config import load_config_json
-    from .inverter import resolve_model_dir
 
     folder = resolve_model_dir(cfg.train.init_from)
     src = load_config_json(folder / "config.json").model
