@@ -32,7 +32,8 @@ NO_HIT_SIZE = 10_000
 def test_context(quick: bool) -> list[str]:
     if quick:
         return SENTENCES
-    from unembed.corpus import iter_sentences, split_of
+    from unembed.corpus import iter_sentences
+    from unembed.sentences import split_of
 
     return [s for _, s in iter_sentences("builtin:news") if split_of(s) != "train"]
 

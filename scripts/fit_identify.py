@@ -26,9 +26,10 @@ import torch
 
 from unembed import records as R
 from unembed.catalog import resolve_model_dir
-from unembed.corpus import iter_sentences, split_of
+from unembed.corpus import iter_sentences
 from unembed.encoders import load_encoder
 from unembed.identify import Scorer, fit_whitening, from_values, sample_rows
+from unembed.sentences import split_of
 
 BANDS = (0, 20, 60, 150)
 POOL = 10_000

@@ -21,7 +21,7 @@ import random
 import sys
 from pathlib import Path
 
-from unembed.corpus import split_of
+from unembed.sentences import split_of
 
 
 def main() -> int:

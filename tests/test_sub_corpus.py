@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from unembed.corpus import split_of
+from unembed.sentences import split_of
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "sub_corpus.py"
 

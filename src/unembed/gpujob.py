@@ -3,7 +3,7 @@
 ``pack`` (here, on the CPU) writes one small folder the job reads:
 
     sentences.txt.xz  the corpus, one clean de-duplicated sentence a line (xz)
-    splits.u8.xz      one byte a sentence: 0 train, 1 validation, 2 test (corpus.split_of, xz)
+    splits.u8.xz      one byte a sentence: 0 train, 1 validation, 2 test (sentences.split_of, xz)
     encoder/          tokenizer + config + weights.safetensors at the smallest precision whose
                       vectors match the fp32 encoder at cosine >= MIN_COSINE (measured, recorded)
     pack.json         encoder preset, pooling, precision and its measured cosines, the run-length
@@ -193,9 +193,9 @@ def pack(
 def _write_pack(out_dir: Path, texts, sources, encoder: str, max_mb: float, fidelity_n: int, precisions) -> dict:
     from safetensors.torch import save_file
 
-    from .corpus import split_of
     from .encoders import HFEncoder, resolve_source
     from .prepare import SPLIT_CODES
+    from .sentences import split_of
 
     with lzma.open(out_dir / "sentences.txt.xz", "wt", encoding="utf-8", preset=9) as fh:
         fh.write("\n".join(texts) + "\n")

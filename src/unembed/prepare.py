@@ -7,7 +7,7 @@ Layout of a prepared folder OUT::
     texts.jsonl     {"text", "source", "split"} per row, in row order
     ids.npy         int32 [N, L]   decoder targets (text.DecoderTokenizer)
     vectors.npy     float16 [N, D] encoder vectors (float32 with dtype="float32")
-    split.npy       uint8 [N]      0 train, 1 validation, 2 test (corpus.split_of)
+    split.npy       uint8 [N]      0 train, 1 validation, 2 test (sentences.split_of)
     progress.json   the arguments and how far the run got (rewritten atomically)
 
 Stage 1 writes texts, ids and splits (redone whole if interrupted; it takes seconds to minutes).
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from unembed import corpus, files
+from unembed import corpus, files, sentences
 from unembed.text import DecoderTokenizer
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ def _write_block(
         return
     cut, counts = tok.fit([text for _, text in block])
     for (name, text), short, n_tokens in zip(block, cut, counts):
-        split = corpus.split_of(text)
+        split = sentences.split_of(text)
         rec = {"text": short, "source": name, "split": split, "tokens": n_tokens}
         fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
         by_source[name] += 1
@@ -394,11 +394,11 @@ def write_split_texts(
     """
     from unembed.encoders import load_tokenizer
 
-    if split not in corpus.SPLITS:
-        raise ValueError(f"unknown split {split!r}: use one of {', '.join(corpus.SPLITS)}")
+    if split not in sentences.SPLITS:
+        raise ValueError(f"unknown split {split!r}: use one of {', '.join(sentences.SPLITS)}")
     tok = DecoderTokenizer(load_tokenizer(encoder), seq_len)
     with open(corpus_path) as fh:
-        texts = [t for t in (json.loads(line)["text"] for line in fh if line.strip()) if corpus.split_of(t) == split]
+        texts = [t for t in (json.loads(line)["text"] for line in fh if line.strip()) if sentences.split_of(t) == split]
     if not texts:
         raise ValueError(f"{corpus_path} holds no sentence of the {split} split")
     cut, _ = tok.fit(texts)
