@@ -91,3 +91,45 @@ def test_two_processes_never_share_a_temporary_name(tmp_path):
         assert str(os.getpid()) in tmp.name and tmp.parent == tmp_path
         tmp.write_text(json.dumps(1))
     assert (tmp_path / "x").read_text() == "1"
+
+
+def test_jsonl_sink_resumes_after_its_last_recorded_chunk(tmp_path):
+    path, progress = tmp_path / "r.jsonl", tmp_path / "progress.json"
+    state = {"args": {"a": 1}}
+    sink = files.JsonlSink(path, progress, state)
+    sink.write([{"id": 0}, {"id": 1}])
+    sink.write([{"id": 2, "text": "é"}])
+    sink.close()
+    with open(path, "a", encoding="utf-8") as fh:  # a torn, unrecorded tail, as a kill leaves it
+        fh.write('{"id": 3, "te')
+    state = files.read_json(progress)
+    assert (state["done"], state["args"]) == (3, {"a": 1})
+    sink = files.JsonlSink(path, progress, state)
+    sink.write([{"id": 3}])
+    sink.close()
+    assert [r["id"] for _, r in files.read_jsonl(path)] == [0, 1, 2, 3]
+    path.write_text("")  # the file lost what the progress records: refused, not silently restarted
+    with pytest.raises(ValueError, match="shorter than progress.json records"):
+        files.JsonlSink(path, progress, files.read_json(progress))
+
+
+def test_partial_sink_renames_when_finished_and_keeps_finished_output(tmp_path):
+    out = tmp_path / "out.jsonl"
+    sink = files.JsonlSink.partial(out, {"model": "m"})
+    sink.write([{"id": 0}])
+    sink.close()  # killed before finishing: OUT.part and OUT.part.json stay
+    assert not out.exists() and (tmp_path / "out.jsonl.part.json").is_file()
+    with pytest.raises(ValueError, match="partial run with other arguments"):
+        files.JsonlSink.partial(out, {"model": "other"})
+    sink = files.JsonlSink.partial(out, {"model": "m"})
+    assert sink.done == 1
+    sink.write([{"id": 1}])
+    sink.finish()
+    assert [r["id"] for _, r in files.read_jsonl(out)] == [0, 1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+    with pytest.raises(ValueError, match="exists \\(a finished run\\); use --force"):
+        files.JsonlSink.partial(out, {"model": "m"})
+    sink = files.JsonlSink.partial(out, {"model": "other"}, force=True)
+    assert sink.done == 0
+    sink.finish()
+    assert out.read_text() == ""

@@ -40,10 +40,7 @@ Outputs in OUT:
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -52,12 +49,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from . import files, pii
 from .audit_identify import band_of, run_identify_pass
 from .audit_report import write_report
 from .audit_risk import RISK_COEF, RISK_DEFINITION, RISK_SCORE, risk_scores, summarise
+from .bulk import progress_bar
 from .catalog import resolve_model_dir
 from .evaluate import read_text_file
 from .identify import load_attacker, read_candidates
@@ -211,17 +208,9 @@ def _add_entities(records: list[dict], refs: Sequence[str], mode: str) -> None:
 def _claim(out: Path, args: dict) -> dict:
     """Create OUT or resume it (`files.claim`); returns progress ({args, done, bytes, complete}).
     A resumed folder's reconstructions file is cut back to the last recorded chunk."""
-    state, resumed = files.claim(
-        out, args, "unembed audit", lambda: {"args": args, "done": 0, "bytes": 0, "complete": False}
-    )
-    recon = out / "reconstructions.jsonl"
-    if not resumed or (state["bytes"] == 0 and not recon.is_file()):
-        recon.write_bytes(b"")
-    elif not recon.is_file() or recon.stat().st_size < state["bytes"]:
-        raise ValueError(f"{recon} is missing or shorter than progress.json records: use another --out")
-    else:
-        with open(recon, "r+b") as fh:
-            fh.truncate(state["bytes"])
+    fresh = {"args": args, "done": 0, "bytes": 0, "complete": False}
+    state, _ = files.claim(out, args, "unembed audit", lambda: fresh)
+    files.JsonlSink(out / "reconstructions.jsonl", out / "progress.json", state).close()
     return state
 
 
@@ -240,7 +229,6 @@ def _invert_all(
     """Invert every record not yet recorded in progress.json, a chunk at a time: here, or on the
     Ray workers of ``pool`` (results come back in chunk order and are written the same way)."""
     a = state["args"]
-    recon = out / "reconstructions.jsonl"
 
     def payloads():
         lo = state["done"]
@@ -248,20 +236,16 @@ def _invert_all(
             yield chunk.ids, chunk.vectors, refs.of(chunk, lo), a
             lo += len(chunk.ids)
 
-    with (
-        open(recon, "ab") as fh,
-        tqdm(total=n, initial=state["done"], desc="auditing", unit="vec", disable=not progress, file=sys.stderr) as bar,
-    ):
-        # a chunk is one batch unless chunk_size says otherwise: the bar moves as records are saved
-        done = map(partial(audit_job, inv), payloads()) if pool is None else pool.map(audit_job, payloads())
-        for records in done:
-            lo = state["done"]
-            bar.update(len(records))
-            fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode())
-            fh.flush()
-            os.fsync(fh.fileno())
-            state.update(done=lo + len(records), bytes=fh.tell())
-            files.write_json(out / "progress.json", state)
+    sink = files.JsonlSink(out / "reconstructions.jsonl", out / "progress.json", state)
+    try:
+        with progress_bar(n, state["done"], "auditing", progress) as bar:
+            # a chunk is one batch unless chunk_size says otherwise: the bar moves as records are saved
+            done = map(partial(audit_job, inv), payloads()) if pool is None else pool.map(audit_job, payloads())
+            for records in done:
+                sink.write(records)
+                bar.update(len(records))
+    finally:
+        sink.close()
 
 
 @dataclass

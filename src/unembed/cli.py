@@ -9,7 +9,6 @@ traceback (``-v`` prints the traceback too) and exits 1. Building the parser imp
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -498,12 +497,6 @@ def _model_fits_data(model: str, data: str) -> None:
         raise CliError(f"model {model} decodes {cfg['model']['seq_len']} tokens but {data} was prepared with {seq_len}")
 
 
-def _progress_bar(total: int, initial: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, unit="vec", disable=not enabled, dynamic_ncols=True)
-
-
 # ---- commands ----------------------------------------------------------------------------------
 
 
@@ -593,88 +586,30 @@ def cmd_invert(args) -> int:
 
 def _invert_file(inv, args) -> int:
     """Stream the inversions of a vectors file to --out (resumable, batch by batch) or stdout."""
-    from .cluster import invert_job
-    from .stores import iter_chunks, open_source, scan
+    from .bulk import invert_vectors
 
-    source = open_source(args.vectors)
-    ids = scan(source, inv.dim, inv.name).ids  # every record is checked before any inversion
-    run_args = _invert_args(inv, args, source)
-    sink = _ResumableJsonl(Path(args.out), run_args, args.force, ids) if args.out else None
-    done = sink.done if sink else 0
-    decoding = (args.strategy, args.steps, args.seed, args.batch_size)
-    payloads = ((c.ids, c.vectors, *decoding) for c in iter_chunks(source, args.batch_size, skip=done))
-    with contextlib.ExitStack() as stack:
-        if args.ray is None:
-            chunks = (invert_job(inv, p) for p in payloads)
-        else:
-            from .cluster import ChunkPool
+    def emit(rows: list[dict]) -> None:
+        print("\n".join(json.dumps(r) if args.json else f"{r['id']}\t{r['text']}" for r in rows), flush=True)
 
-            pool = stack.enter_context(ChunkPool(args.model, args.workers, args.ray, args.device, _sample(args)))
-            chunks = pool.map(invert_job, payloads)
-        bar = stack.enter_context(_progress_bar(len(ids), done, "invert", not args.no_progress))
-        for rows in chunks:
-            lines = [json.dumps(r) for r in rows]
-            if sink:
-                sink.write(lines)
-            else:
-                print("\n".join(lines if args.json else [f"{r['id']}\t{r['text']}" for r in rows]), flush=True)
-            bar.update(len(rows))
-    if sink:
-        sink.finish()
-        print(f"wrote {len(ids)} reconstructions to {args.out}", file=sys.stderr)
+    n = invert_vectors(
+        inv,
+        args.vectors,
+        args.out,
+        emit,
+        strategy=args.strategy,
+        steps=args.steps,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        force=args.force,
+        ray=args.ray,
+        workers=args.workers,
+        model=args.model,
+        sample=_sample(args),
+        progress=not args.no_progress,
+    )
+    if args.out:
+        print(f"wrote {n} reconstructions to {args.out}", file=sys.stderr)
     return 0
-
-
-def _invert_args(inv, args, source) -> dict:
-    return {
-        "vectors": source.label,  # no credentials
-        "fingerprint": json.loads(json.dumps(source.fingerprint, default=str)),  # changes when the data does
-        "model": inv.name,
-        "strategy": args.strategy,
-        "steps": args.steps,
-        "seed": args.seed,
-        "batch_size": args.batch_size,
-    }
-
-
-class _ResumableJsonl:
-    """Lines go to OUT.part (flushed per batch) beside OUT.part.json (the arguments); ``finish``
-    renames it to OUT. A rerun with the same arguments continues after the last whole batch."""
-
-    def __init__(self, out: Path, run_args: dict, force: bool, ids: list | None):
-        self.out, self.batch = out, run_args["batch_size"]
-        self.part, self.meta = out.with_name(out.name + ".part"), out.with_name(out.name + ".part.json")
-        if out.exists() and not force:
-            raise CliError(f"--out {out} exists (a finished run); use --force to overwrite it")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        lines = self._resumable_lines(run_args, force, ids)
-        self.done = len(lines)
-        self.meta.write_text(json.dumps(run_args) + "\n")
-        with open(self.part, "w", encoding="utf-8") as fh:  # drops a torn last batch
-            fh.writelines(line + "\n" for line in lines)
-        self.fh = open(self.part, "a", encoding="utf-8")
-
-    def _resumable_lines(self, run_args: dict, force: bool, ids: list | None) -> list[str]:
-        if force or not self.part.is_file() or not self.meta.is_file():
-            return []
-        if json.loads(self.meta.read_text()) != run_args:
-            raise CliError(f"{self.part} is a partial run with other arguments or input; use --force to start over")
-        lines = [line for line in self.part.read_text(encoding="utf-8").split("\n")[:-1]]
-        keep = len(lines) // self.batch * self.batch  # a batch is decoded together: resume at a batch start
-        for line, i in zip(lines[:keep], ids or []):
-            if json.loads(line).get("id") != i:
-                raise CliError(f"{self.part} does not match the vectors file; use --force to start over")
-        log.info("resuming %s after %d vectors", self.out, keep)
-        return lines[:keep]
-
-    def write(self, lines: list[str]) -> None:
-        self.fh.write("".join(line + "\n" for line in lines))
-        self.fh.flush()  # a killed process keeps every flushed batch (no fsync: it cost 10x here)
-
-    def finish(self) -> None:
-        self.fh.close()
-        os.replace(self.part, self.out)
-        self.meta.unlink()
 
 
 def cmd_evaluate(args) -> int:
@@ -748,6 +683,7 @@ def cmd_identify(args) -> int:
     in_source(args.vectors, "--vectors")
     if args.out:
         out_file(args.out, inputs=(args.vectors,), force=True)  # an existing one is checked by the writer
+    from .files import JsonlSink
     from .identify import CHUNK, identify_source, read_candidates
     from .stores import open_source
 
@@ -762,20 +698,24 @@ def cmd_identify(args) -> int:
         "limit": args.limit,
         "batch_size": CHUNK,
     }
-    sink = _ResumableJsonl(Path(args.out), run_args, args.force, None) if args.out else None
+    sink = JsonlSink.partial(Path(args.out), run_args, args.force) if args.out else None
     done = sink.done if sink else 0
     rows = identify_source(
         args.vectors, lists, args.model, args.top, args.limit, progress=not args.no_progress, skip=done
     )
-    n = done
+    n, chunk = done, []
     for row in rows:
-        line = json.dumps(row, ensure_ascii=False)
-        if sink:
-            sink.write([line])
-        else:
-            print(line, flush=True)
         n += 1
+        if not sink:
+            print(json.dumps(row, ensure_ascii=False), flush=True)
+            continue
+        chunk.append(row)
+        if len(chunk) == CHUNK:  # resumable at chunk boundaries, as identify_source's skip expects
+            sink.write(chunk)
+            chunk = []
     if sink:
+        if chunk:
+            sink.write(chunk)
         sink.finish()
         print(f"wrote the candidates of {n} records to {args.out}", file=sys.stderr)
     return 0

@@ -5,7 +5,7 @@
 results **in chunk order**, holding at most ``IN_FLIGHT`` chunks per worker in flight, so the
 caller writes them through the same resumable writer as a single-process run and memory stays at
 a few chunks per worker whatever the store's size. A job is a plain function of the worker's
-``Inverter`` and one chunk's payload (``invert_job`` for ``unembed invert --vectors``,
+``Inverter`` and one chunk's payload (``bulk.invert_job`` for ``unembed invert --vectors``,
 ``audit.audit_job`` for ``unembed audit``); decoding is independent of batch composition, so the
 output equals the single-process run's, record for record.
 
@@ -164,10 +164,3 @@ def local_worker_pids() -> list[int]:
             except OSError:  # the process ended meanwhile, or is not ours to read
                 continue
     return pids
-
-
-def invert_job(inv, payload: tuple) -> list[dict]:
-    """``unembed invert --vectors``'s records for one chunk: (ids, vectors, strategy, steps, seed, batch)."""
-    ids, vectors, strategy, steps, seed, batch = payload
-    results = inv.invert(vectors, strategy, steps, seed, batch_size=batch)
-    return [{"id": i, "text": r.text, "confidence": r.confidence} for i, r in zip(ids, results)]

@@ -61,26 +61,28 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 @contextmanager
-def atomic(path: str | Path, mode: str = "w") -> Iterator[Any]:
-    """Open ``path`` for writing (``"w"`` text in UTF-8, ``"wb"`` bytes); the file appears whole,
-    flushed to disk, when the block ends, and not at all when it raises."""
+def atomic(path: str | Path, mode: str = "w", sync: bool = True) -> Iterator[Any]:
+    """Open ``path`` for writing (``"w"`` text in UTF-8, ``"wb"`` bytes); the file appears whole
+    when the block ends, and not at all when it raises. ``sync`` flushes it to the disk first (a
+    killed process loses nothing either way; a power cut loses what is not synced)."""
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic writes are 'w' or 'wb', got {mode!r}")
     with atomic_path(path) as tmp:
         with open(tmp, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as fh:
             yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                fh.flush()
+                os.fsync(fh.fileno())
 
 
-def write_text(path: str | Path, text: str) -> None:
-    with atomic(path) as fh:
+def write_text(path: str | Path, text: str, sync: bool = True) -> None:
+    with atomic(path, sync=sync) as fh:
         fh.write(text)
 
 
-def write_json(path: str | Path, obj: Any) -> None:
+def write_json(path: str | Path, obj: Any, sync: bool = True) -> None:
     """JSON, indented, keys in insertion order, written atomically."""
-    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n", sync)
 
 
 def read_json(path: str | Path) -> Any:
@@ -147,3 +149,77 @@ def claim(out: Path, args: dict, command: str, fresh: Callable[[], dict]) -> tup
     state = fresh()
     write_json(progress_path, state)
     return state, False
+
+
+class JsonlSink:
+    """Records appended to a JSONL file a chunk at a time; after each chunk the progress file
+    records how many records and bytes are safe (``state["done"]``, ``state["bytes"]``). Opened
+    again on the same state, the file is cut back to those bytes (a torn or unrecorded tail goes)
+    and writing continues. The audit (reconstructions.jsonl + progress.json), ``invert --vectors``
+    and ``identify --out`` (OUT.part + OUT.part.json, see `partial`) write through it.
+
+    ``sync`` also puts each chunk on the disk before recording it (the audit's choice); without it
+    a killed process still loses nothing, a power cut may lose the last chunks."""
+
+    def __init__(self, path: Path, progress_path: Path, state: dict, sync: bool = True):
+        self.path, self.progress_path, self.state, self.sync = Path(path), Path(progress_path), state, sync
+        state.setdefault("done", 0)
+        state.setdefault("bytes", 0)
+        if not self.path.is_file() and state["bytes"] == 0:
+            self.path.write_bytes(b"")
+        if not self.path.is_file() or self.path.stat().st_size < state["bytes"]:
+            raise ValueError(
+                f"{self.path} is missing or shorter than {self.progress_path.name} records: use another --out"
+            )
+        with open(self.path, "r+b") as fh:
+            fh.truncate(state["bytes"])
+        self.fh = open(self.path, "ab")
+
+    @classmethod
+    def partial(cls, out: Path, args: dict, force: bool = False, sync: bool = False) -> JsonlSink:
+        """A sink for OUT that writes OUT.part beside OUT.part.json until `finish` renames it to OUT.
+        A partial run of the same ``args`` resumes after its last recorded chunk; one of other
+        arguments is a ValueError unless ``force`` (which starts over). A finished OUT is kept
+        unless ``force``."""
+        out = Path(out)
+        part, meta = out.with_name(out.name + ".part"), out.with_name(out.name + ".part.json")
+        if out.exists() and not force:
+            raise ValueError(f"--out {out} exists (a finished run); use --force to overwrite it")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        state = {"args": args, "done": 0, "bytes": 0}
+        if not force and meta.is_file() and part.is_file():
+            old = read_json(meta)
+            if old.get("args") != args:
+                raise ValueError(f"{part} is a partial run with other arguments or input; use --force to start over")
+            state = old
+        elif part.exists():
+            part.unlink()
+        sink = cls(part, meta, state, sync)
+        sink.final = out
+        write_json(meta, state, sync)
+        return sink
+
+    final: Path | None = None
+
+    @property
+    def done(self) -> int:
+        return self.state["done"]
+
+    def write(self, records: list[dict]) -> None:
+        """Append one chunk of records and record it."""
+        self.fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode())
+        self.fh.flush()
+        if self.sync:
+            os.fsync(self.fh.fileno())
+        self.state.update(done=self.state["done"] + len(records), bytes=self.fh.tell())
+        write_json(self.progress_path, self.state, self.sync)
+
+    def close(self) -> None:
+        self.fh.close()
+
+    def finish(self) -> None:
+        """Close; a `partial` sink's file becomes OUT and its progress file goes."""
+        self.close()
+        if self.final is not None:
+            os.replace(self.path, self.final)
+            self.progress_path.unlink()
