@@ -102,3 +102,13 @@ def make_model_dir(
 def tiny_model_dir(tmp_path_factory, minilm_tokenizer):
     """A random tiny model for the real MiniLM encoder (384-d)."""
     return make_model_dir(tmp_path_factory.mktemp("models") / "tiny-minilm", minilm_tokenizer, 384)
+
+
+def decoding(model, kw: dict):
+    """A `settings.Decoding` for ``model`` from the decoding keys of ``kw`` (strategy, num_steps,
+    seed, batch_size, device, length, precision), which are taken out of ``kw``."""
+    from unembed.settings import Decoding
+
+    names = {"strategy": "strategy", "num_steps": "steps", "seed": "seed", "batch_size": "batch_size"}
+    names |= {"device": "device", "length": "length", "precision": "precision"}
+    return Decoding(model=str(model), **{names[k]: kw.pop(k) for k in list(kw) if k in names})

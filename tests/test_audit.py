@@ -9,8 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import FakeEncoder, make_model_dir
+from conftest import FakeEncoder, decoding, make_model_dir
 from unembed import audit, audit_report, audit_risk, metrics, stores
+from unembed.settings import Decoding
 
 TEXTS = [
     "The weather is lovely today.",
@@ -64,7 +65,7 @@ def write_ref(path, ids=IDS, texts=TEXTS):
 
 def run(model_dir, enc, vectors, out, **kw):
     kw = {"num_steps": 2, "batch_size": 3, "chunk_size": 4, "progress": False, **kw}
-    return audit.run_audit(str(vectors), model=str(model_dir), out=str(out), encoder=enc, **kw)
+    return audit.run_audit(str(vectors), out=str(out), decoding=decoding(model_dir, kw), encoder=enc, **kw)
 
 
 def read_records(out):
@@ -262,11 +263,9 @@ def test_an_interrupted_audit_keeps_every_batch_it_showed_as_done(tmp_path, mode
     with pytest.raises(KeyboardInterrupt):  # the default chunk: one batch
         audit.run_audit(
             str(vec),
-            model=str(model_dir),
             out=str(tmp_path / "o"),
             encoder=enc,
-            num_steps=2,
-            batch_size=3,
+            decoding=Decoding(str(model_dir), steps=2, batch_size=3),
             progress=False,
         )
     assert json.loads((tmp_path / "o" / "progress.json").read_text())["done"] == 3
@@ -340,7 +339,7 @@ def test_bad_arguments(tmp_path, model_dir, enc, vectors):
         ({"strategy": "nope"}, "unknown strategy 'nope'"),
         ({"num_steps": 99}, "steps must be between 1 and 16"),
         ({"limit": 0}, "--limit must be a positive"),
-        ({"batch_size": 0}, "batch size and chunk size must be >= 1"),
+        ({"batch_size": 0}, "batch size must be between 1 and 4096, got 0"),
         ({"out": tmp_path / "full"}, "is not empty and holds no run of `unembed audit`"),
     ]
     for kw, message in cases:
@@ -348,7 +347,7 @@ def test_bad_arguments(tmp_path, model_dir, enc, vectors):
         with pytest.raises(ValueError, match=message):
             run(model_dir, enc, vec, **kw)
     with pytest.raises(ValueError, match="model 'no-such-model' not found"):
-        audit.run_audit(str(vec), model="no-such-model", out=str(tmp_path / "o"), encoder=enc)
+        audit.run_audit(str(vec), out=str(tmp_path / "o"), encoder=enc, decoding=Decoding("no-such-model"))
 
 
 # ---- the attacker named in the report ---------------------------------------------------------------
@@ -418,5 +417,7 @@ def test_a_broken_training_record_fails_before_any_vector_is_inverted(tmp_path, 
     (folder / "training.json").write_text(record)
     vec = write_vectors(tmp_path / "v.npy", vectors)
     with pytest.raises(ValueError, match="training.json"):
-        audit.run_audit(str(vec), model=str(folder), out=str(tmp_path / "out"), encoder=enc, progress=False)
+        audit.run_audit(
+            str(vec), out=str(tmp_path / "out"), encoder=enc, decoding=Decoding(str(folder)), progress=False
+        )
     assert not (tmp_path / "out").exists()

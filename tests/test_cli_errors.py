@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from unembed.cli import main
-from unembed.names import STRATEGIES
 from unembed.prepare import run_prepare
+from unembed.settings import STRATEGIES
 
 CPU_BUILD = torch.version.cuda is None
 NO_MPS = not torch.backends.mps.is_available()

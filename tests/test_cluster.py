@@ -14,6 +14,8 @@ import time
 import numpy as np
 import pytest
 
+from conftest import decoding
+
 ray = pytest.importorskip("ray", reason="the cluster path needs the ray extra")
 
 from unembed import audit  # noqa: E402
@@ -45,7 +47,7 @@ def store(tmp_path_factory, minilm_encoder):
 
 def _audit(store_uri, model_dir, encoder, out, **kw):
     kw = {"num_steps": 2, "batch_size": 64, "entities": "off", "progress": False, **kw}
-    return audit.run_audit(store_uri, model=str(model_dir), out=str(out), encoder=encoder, **kw)
+    return audit.run_audit(store_uri, out=str(out), decoding=decoding(model_dir, kw), encoder=encoder, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import FakeEncoder, make_model_dir
+from conftest import FakeEncoder, decoding, make_model_dir
 from unembed import defend as df
 from unembed.prepare import run_prepare
 
@@ -48,7 +48,8 @@ def data_dir(tmp_path_factory, enc):
 
 def run(models, enc, data_dir, out, **kw):
     kw = {"split": "all", "num_steps": 2, "progress": False, "encoder": enc, **kw}
-    return df.run_defend(str(data_dir), kw.pop("defenses", DEFENSES), str(models[0]), str(out), **kw)
+    defenses = kw.pop("defenses", DEFENSES)
+    return df.run_defend(str(data_dir), defenses, str(out), decoding=decoding(models[0], kw), **kw)
 
 
 @pytest.fixture(scope="module")

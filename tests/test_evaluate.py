@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import FakeEncoder, make_model_dir
+from conftest import FakeEncoder, decoding, make_model_dir
 from unembed import evaluate as ev
 from unembed.cli import main
 from unembed.inverter import Inversion, Inverter
@@ -40,7 +40,7 @@ def texts_file(tmp_path):
 
 def _run(model_dir, enc, **kw):
     kw = {"num_steps": 2, "progress": False, "latency_sample": 2, **kw}
-    return ev.run_evaluate(str(model_dir), encoder=enc, **kw)
+    return ev.run_evaluate(decoding=decoding(model_dir, kw), encoder=enc, **kw)
 
 
 def test_report_keys_jsonl_and_table(model_dir, enc, texts_file, tmp_path, capsys):
@@ -206,9 +206,9 @@ def test_real_prepared_folder(model_dir, enc, tmp_path):
         ({"texts": "EMPTY"}, "no non-blank lines"),
         ({"texts": "T", "limit": 0}, "--limit"),
         ({"texts": "T", "rerank": 1}, "--rerank"),
-        ({"texts": "T", "batch_size": 0}, "--batch-size"),
+        ({"texts": "T", "batch_size": 0}, "batch size must be between 1"),
         ({"texts": "T", "num_steps": 99}, "steps must be between 1 and 16"),
-        ({"texts": "T", "num_steps": 0}, "steps must be between 1 and 16"),
+        ({"texts": "T", "num_steps": 0}, "steps must be at least 1, got 0"),
         ({"texts": "T", "strategy": "beam"}, "unknown strategy"),
         ({}, "exactly one of"),
         ({"data": "missing-dir"}, "data folder not found"),

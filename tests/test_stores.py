@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import decoding
 from unembed import audit, stores
 from unembed.inverter import Inverter
 
@@ -74,7 +75,9 @@ def tokenizer(tiny_model_dir, minilm_encoder):
 
 def run(tiny_model_dir, minilm_encoder, source, out, **kw):
     kw = {"num_steps": 2, "batch_size": 16, "chunk_size": 8, "progress": False, **kw}
-    return audit.run_audit(str(source), model=str(tiny_model_dir), out=str(out), encoder=minilm_encoder, **kw)
+    return audit.run_audit(
+        str(source), out=str(out), decoding=decoding(tiny_model_dir, kw), encoder=minilm_encoder, **kw
+    )
 
 
 def records(out: Path) -> list[dict]:

@@ -67,7 +67,7 @@ from .metrics import (
     token_accuracy_per_row,
 )
 from .model import Denoiser
-from .sampling import STRATEGIES
+from .settings import Decoding
 from .stores import CHUNK_SIZE, Chunk, Scan, Source, iter_chunks, open_source, sampled, scan
 
 log = logging.getLogger(__name__)
@@ -285,19 +285,13 @@ def _references(
     return _Refs(f"stored beside the vectors in {source.label}", stored=True)
 
 
-def _check_args(inv: Inverter, strategy, num_steps, batch_size: int, chunk_size: int, limit) -> tuple[str, int]:
-    """The strategy and number of steps to use (the model's defaults where None), validated."""
-    strategy = strategy or inv.cfg.sample.strategy
-    num_steps = num_steps or inv.cfg.sample.num_steps
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
-    if not 1 <= num_steps <= inv.cfg.model.seq_len:
-        raise ValueError(f"steps must be between 1 and {inv.cfg.model.seq_len}, got {num_steps}")
-    if batch_size < 1 or chunk_size < 1:
-        raise ValueError(f"batch size and chunk size must be >= 1, got {batch_size} and {chunk_size}")
+def _check_args(chunk_size: int, limit: int | None, sample_size: int | None) -> None:
+    if chunk_size < 1:
+        raise ValueError(f"chunk size must be >= 1, got {chunk_size}")
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be a positive number of vectors, got {limit}")
-    return strategy, num_steps
+    if sample_size is not None and limit is not None:
+        raise ValueError("give a sample size or a limit, not both")
 
 
 def _output_args(inv: Inverter, source: Source, refs: _Refs, **settings) -> dict:
@@ -316,62 +310,45 @@ def _output_args(inv: Inverter, source: Source, refs: _Refs, **settings) -> dict
 def run_audit(
     vectors: str,
     texts: str | None = None,
-    model: str = "default",
     out: str = "audit",
-    strategy: str | None = None,
-    num_steps: int | None = None,
-    batch_size: int = 64,
-    device: str = "cpu",
     limit: int | None = None,
+    decoding: Decoding = Decoding(),
     *,
     no_texts: bool = False,
     entities: str = "spacy",
-    seed: int = 0,
     chunk_size: int | None = None,
     encoder=None,
     progress: bool = True,
-    sample: dict | None = None,
     candidates: Sequence[str] = (),
     sample_size: int | None = None,
     ray: str | None = None,
     workers: int = 2,
 ) -> dict:
     """Audit a SOURCE (a file or a store URI, see ``unembed.stores``; first ``limit`` records) with
-    ``model``. The true texts come from REF ``texts``, else from the texts stored beside the vectors
-    (``no_texts`` ignores them); ``entities`` (spacy, regex or off) says how personal data is found
-    in them (``unembed.pii``). Returns the summary dict (also written as summary.json) and writes
-    the files listed in the module docstring.
+    ``decoding.model``. The true texts come from REF ``texts``, else from the texts stored beside the
+    vectors (``no_texts`` ignores them); ``entities`` (spacy, regex or off) says how personal data is
+    found in them (``unembed.pii``). Returns the summary dict (also written as summary.json) and
+    writes the files listed in the module docstring.
 
     Rerunning the same call resumes an interrupted audit (or only rewrites the report when done).
     ``candidates`` are lists for the known-value attack (``[TYPE=]FILE`` or ``builtin:NAME``, see
     ``unembed.identify``); with texts the insider's lists are built and attacked too
-    (``unembed.audit_identify``). ``encoder`` replaces the model's encoder (tests); ``sample``
-    overrides the model's decoding settings (Inverter.load). ``sample_size`` audits a uniform random
-    sample of that many records drawn with ``seed`` (``stores.sampled``) instead of ``limit``'s first
-    records. ``ray`` (an address, or "local" for an instance on this machine) inverts on ``workers``
-    Ray actors (``unembed.cluster``); the output is the same. Bad input raises ValueError with one
-    line, before any vector is inverted and before OUT is created.
+    (``unembed.audit_identify``). ``encoder`` replaces the model's encoder (tests). ``sample_size``
+    audits a uniform random sample of that many records drawn with ``decoding.seed``
+    (``stores.sampled``) instead of ``limit``'s first records. ``ray`` (an address, or "local" for
+    an instance on this machine) inverts on ``workers`` Ray actors (``unembed.cluster``); the output
+    is the same. Bad input raises ValueError with one line, before any vector is inverted and before
+    OUT is created.
     """
     out_dir = Path(out)
     # Records are saved after every chunk; by default a chunk is one batch, so that what the progress
     # bar shows as done is on disk when the audit is interrupted.
-    chunk_size = batch_size if chunk_size is None else chunk_size
+    chunk_size = decoding.batch_size if chunk_size is None else chunk_size
+    _check_args(chunk_size, limit, sample_size)
     lists = [read_candidates(c) for c in candidates]  # every list checked before any work
-    inv = Inverter.load(model, device=device, encoder=encoder, sample=sample)
-    strategy, num_steps = _check_args(inv, strategy, num_steps, batch_size, chunk_size, limit)
-    attacker = attacker_profile(inv, resolve_model_dir(model))  # a broken record fails here, not after
-    if sample_size is not None and limit is not None:
-        raise ValueError("give a sample size or a limit, not both")
-    source = open_source(vectors)
-    positions, selection = None, None
-    if sample_size is not None:
-        source, positions, total = sampled(source, sample_size, seed, progress)
-        selection = {"how": "sample", "n": len(positions), "of": total, "seed": seed}
-    found = scan(source, inv.dim, inv.name, limit, progress)
-    if selection is None:
-        total = source.count()
-        how = "first" if limit is not None and (total is None or len(found.ids) < total) else "all"
-        selection = {"how": how, "n": len(found.ids), "of": total}
+    inv, d = decoding.load(encoder)
+    attacker = attacker_profile(inv, resolve_model_dir(d.model))  # a broken record fails here, not after
+    source, found, positions, selection = _select(open_source(vectors), inv, limit, sample_size, d.seed, progress)
     refs = _references(source, found, texts, no_texts, limit, positions)
     entities = entities if refs.label is not None else "off"
     pii.check_mode(entities)
@@ -379,10 +356,10 @@ def run_audit(
         inv,
         source,
         refs,
-        strategy=strategy,
-        num_steps=num_steps,
-        seed=seed,
-        batch_size=batch_size,
+        strategy=d.strategy,
+        num_steps=d.steps,
+        seed=d.seed,
+        batch_size=d.batch_size,
         chunk_size=chunk_size,
         limit=limit,
         sample_size=sample_size,
@@ -392,47 +369,30 @@ def run_audit(
         records_format=RECORDS_FORMAT,
     )
     state = _claim(out_dir, args)
-    engine = {"engine": "one process", "workers": 1, "device": device}
+    engine = {"engine": "one process", "workers": 1, "device": d.device}
     if state["done"] < len(found.ids):
         if ray is None:
             _invert_all(inv, out_dir, state, source, len(found.ids), refs, progress)
         else:
             from .cluster import ChunkPool
 
-            with ChunkPool(model, workers, ray, device, sample) as pool:
+            with ChunkPool(d.model, workers, ray, d.device, d.sample) as pool:
                 engine = pool.describe()
                 _invert_all(inv, out_dir, state, source, len(found.ids), refs, progress, pool)
     state["complete"] = True
     files.write_json(out_dir / "progress.json", state)
-    has_ref = refs.label is not None
-    identified = None
+    summary = summarise(out_dir / "reconstructions.jsonl", refs.label is not None, inv.tokenizer.reach)
     if lists or entities != "off":
-        enc, scorer = load_attacker(model, inv.encoder)
         chunks = _chunks_with_texts(source, CHUNK_SIZE, limit, refs)  # scoring is cheap: big chunks
-        recon = out_dir / "reconstructions.jsonl"
-        identified = run_identify_pass(
-            chunks,
-            recon,
-            out_dir / "identified.jsonl",
-            lists,
-            enc,
-            scorer,
-            len(found.ids),
-            inv.tokenizer.reach,
-            progress,
-        )
-        identified["scorer"] = scorer.kind
-    summary = summarise(out_dir / "reconstructions.jsonl", has_ref, inv.tokenizer.reach)
-    if identified is not None:
-        summary["identified"] = identified
+        summary["identified"] = _identify(inv, d.model, chunks, out_dir, lists, len(found.ids), progress)
     summary.update(
         model=inv.name,
         encoder=inv.cfg.encoder.name,
         vectors=source.label,
         texts=refs.label,
-        strategy=args["strategy"],
-        num_steps=args["num_steps"],
-        seed=seed,
+        strategy=d.strategy,
+        num_steps=d.steps,
+        seed=d.seed,
         risk_score=RISK_SCORE,
         risk_definition=RISK_DEFINITION,
         entities_mode=entities,
@@ -442,6 +402,32 @@ def run_audit(
     )
     write_report(out_dir, summary)
     return summary
+
+
+def _select(source: Source, inv: Inverter, limit, sample_size, seed: int, progress: bool):
+    """The records audited: every one, the first ``limit`` or a seeded sample; each is checked.
+    Returns (the source to read, the scan, the sample's positions or None, the selection record)."""
+    positions, selection = None, None
+    if sample_size is not None:
+        source, positions, total = sampled(source, sample_size, seed, progress)
+        selection = {"how": "sample", "n": len(positions), "of": total, "seed": seed}
+    found = scan(source, inv.dim, inv.name, limit, progress)
+    if selection is None:
+        total = source.count()
+        how = "first" if limit is not None and (total is None or len(found.ids) < total) else "all"
+        selection = {"how": how, "n": len(found.ids), "of": total}
+    return source, found, positions, selection
+
+
+def _identify(inv: Inverter, model: str, chunks, out_dir: Path, lists, n: int, progress: bool) -> dict:
+    """The known-value attack over every record (identified.jsonl) and its summary."""
+    enc, scorer = load_attacker(model, inv.encoder)
+    recon = out_dir / "reconstructions.jsonl"
+    found = run_identify_pass(
+        chunks, recon, out_dir / "identified.jsonl", lists, enc, scorer, n, inv.tokenizer.reach, progress
+    )
+    found["scorer"] = scorer.kind
+    return found
 
 
 def _chunks_with_texts(source: Source, chunk_size: int, limit: int | None, refs: _Refs):

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .files import JsonlSink
+from .settings import Decoding
 
 
 def invert_job(inv, payload: tuple) -> list[dict]:
@@ -22,29 +23,26 @@ def invert_job(inv, payload: tuple) -> list[dict]:
 
 
 def invert_vectors(
-    inv,
+    decoding: Decoding,
     vectors: str,
     out: str | Path | None = None,
     emit: Callable[[list[dict]], None] | None = None,
     *,
-    strategy: str | None = None,
-    steps: int | None = None,
-    seed: int = 0,
-    batch_size: int = 64,
     force: bool = False,
     ray: str | None = None,
     workers: int = 1,
-    model: str | None = None,
-    sample: dict | None = None,
     progress: bool = True,
 ) -> int:
-    """Invert every record of ``vectors`` (a file or store URI, `stores.open_source`) with ``inv``.
+    """Invert every record of ``vectors`` (a file or store URI, `stores.open_source`) as ``decoding``
+    says (one batch of ``decoding.batch_size`` records is one chunk).
 
     The records go to ``out`` (JSONL, one ``{id, text, confidence}`` a line, resumable) or, without
     it, to ``emit`` one chunk at a time. ``ray`` (an address, or "local") decodes on ``workers`` Ray
-    actors that load ``model`` (default: ``inv``'s) themselves. Returns the number of records."""
+    actors, each loading the model itself. Returns the number of records."""
     from .stores import iter_chunks, open_source, scan
 
+    inv, d = decoding.load()
+    strategy, steps, seed, batch_size = d.strategy, d.steps, d.seed, d.batch_size
     source = open_source(vectors)
     ids = scan(source, inv.dim, inv.name).ids  # every record is checked before any inversion
     run_args = {
@@ -66,8 +64,7 @@ def invert_vectors(
         else:
             from .cluster import ChunkPool
 
-            device = str(inv.device)
-            pool = stack.enter_context(ChunkPool(model or inv.name, workers, ray, device, sample))
+            pool = stack.enter_context(ChunkPool(d.model, workers, ray, d.device, d.sample))
             chunks = pool.map(invert_job, payloads)
         bar = stack.enter_context(progress_bar(len(ids), done, "invert", progress))
         for rows in chunks:

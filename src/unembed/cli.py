@@ -18,7 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .names import LENGTH_MODES, PRECISIONS, STRATEGIES
+from .settings import LENGTH_MODES, PRECISIONS, STRATEGIES, Decoding
 
 log = logging.getLogger("unembed.cli")
 
@@ -137,9 +137,18 @@ def _add_ray_args(p) -> None:
     p.add_argument("--workers", type=_positive_int, default=2, help="with --ray: Ray actors, each holding the model")
 
 
-def _sample(args) -> dict:
-    """The decoding settings given on the command line (None: the model's own)."""
-    return {"length": args.length, "precision": args.precision}
+def _decoding(args) -> Decoding:
+    """The decoding settings given on the command line (None: the model's own), checked."""
+    return Decoding(
+        model=args.model,
+        strategy=args.strategy,
+        steps=args.steps,
+        seed=args.seed,
+        length=args.length,
+        precision=args.precision,
+        batch_size=getattr(args, "batch_size", 64),
+        device=args.device,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -560,15 +569,12 @@ def cmd_invert(args) -> int:
         if args.out:
             out_file(args.out, inputs=(args.vectors,), force=True)  # an existing one is checked below
     _device(args.device)
-    from .inverter import Inverter
-
-    inv = Inverter.load(args.model, device=args.device, sample=_sample(args))
-    if args.steps is not None and args.steps > inv.cfg.model.seq_len:
-        raise CliError(f"--steps must be between 1 and {inv.cfg.model.seq_len} for model {inv.name}, got {args.steps}")
+    decoding = _decoding(args)
     if args.text is None:
-        return _invert_file(inv, args)
+        return _invert_file(decoding, args)
+    inv, d = decoding.load()
     vectors = inv.encode(args.text)
-    results = inv.invert(vectors, args.strategy, args.steps, args.seed)
+    results = inv.invert(vectors, d.strategy, d.steps, d.seed, d.batch_size)
     scores = inv.score(args.text, results, vectors)
     for text, res, sc in zip(args.text, results, scores):
         if args.json:
@@ -584,7 +590,7 @@ def cmd_invert(args) -> int:
     return 0
 
 
-def _invert_file(inv, args) -> int:
+def _invert_file(decoding: Decoding, args) -> int:
     """Stream the inversions of a vectors file to --out (resumable, batch by batch) or stdout."""
     from .bulk import invert_vectors
 
@@ -592,19 +598,13 @@ def _invert_file(inv, args) -> int:
         print("\n".join(json.dumps(r) if args.json else f"{r['id']}\t{r['text']}" for r in rows), flush=True)
 
     n = invert_vectors(
-        inv,
+        decoding,
         args.vectors,
         args.out,
         emit,
-        strategy=args.strategy,
-        steps=args.steps,
-        seed=args.seed,
-        batch_size=args.batch_size,
         force=args.force,
         ray=args.ray,
         workers=args.workers,
-        model=args.model,
-        sample=_sample(args),
         progress=not args.no_progress,
     )
     if args.out:
@@ -626,20 +626,14 @@ def cmd_evaluate(args) -> int:
     from .evaluate import run_evaluate
 
     run_evaluate(
-        model=args.model,
         texts=args.texts,
         data=args.data,
         split=args.split,
         limit=args.limit,
-        strategy=args.strategy,
-        num_steps=args.steps,
         out=args.out,
         sweep=args.sweep,
         rerank=args.rerank,
-        seed=args.seed,
-        device=args.device,
-        batch_size=args.batch_size,
-        sample=_sample(args),
+        decoding=_decoding(args),
     )
     return 0
 
@@ -658,18 +652,12 @@ def cmd_audit(args) -> int:
     summary = run_audit(
         args.vectors,
         texts=args.texts,
-        model=args.model,
         out=args.out,
-        strategy=args.strategy,
-        num_steps=args.steps,
-        batch_size=args.batch_size,
-        device=args.device,
         limit=args.limit,
+        decoding=_decoding(args),
         no_texts=args.no_texts,
         entities=args.entities,
-        seed=args.seed,
         progress=not args.no_progress,
-        sample=_sample(args),
         candidates=args.candidates,
         sample_size=args.sample,
         ray=args.ray,
@@ -736,19 +724,13 @@ def cmd_defend(args) -> int:
     run_defend(
         args.data,
         args.defenses,
-        model=args.model,
         out=args.out,
         split=args.split,
         limit=args.limit,
         attack_k=args.attack_k,
         noise_model=args.noise_model,
-        device=args.device,
-        strategy=args.strategy,
-        num_steps=args.steps,
-        seed=args.seed,
-        batch_size=args.batch_size,
+        decoding=_decoding(args),
         progress=not args.no_progress,
-        sample=_sample(args),
     )
     print((Path(args.out) / "defend.md").read_text())
     return 0

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .names import LENGTH_MODES, PRECISIONS, SCHEDULE_KINDS
+from .settings import LENGTH_MODES, PRECISIONS, SCHEDULE_KINDS
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # package data; in a checkout a link to configs/
 

@@ -50,7 +50,7 @@ import logging
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,7 @@ from .evaluate import Attack, load_targets, run_batched
 from .inverter import Inverter
 from .metrics import bleu, cosine, exact_match_rate, token_accuracy
 from .report import markdown_table
-from .sampling import STRATEGIES
+from .settings import Decoding
 
 log = logging.getLogger(__name__)
 
@@ -370,14 +370,14 @@ def _attack_sizes(attack_k: Sequence[int] | None, pool: int) -> list[int]:
 
 
 def _load_noise_model(
-    noise_model: str | None, inv: Inverter, defenses: list[Defense], device: str, encoder, sample=None
+    noise_model: str | None, inv: Inverter, defenses: list[Defense], decoding: Decoding, encoder
 ) -> Inverter | None:
     if noise_model is None:
         return None
     if not any(d.kind == "noise" for d in defenses):
         raise ValueError("--noise-model given but no noise:SIGMA defense to attack with it")
     enc = encoder if encoder is not None else inv.encoder
-    noisy = Inverter.load(noise_model, device=device, encoder=enc, sample=sample)
+    noisy, _ = replace(decoding, model=noise_model).load(enc)
     if (noisy.cfg.encoder.name, noisy.dim) != (inv.cfg.encoder.name, inv.dim):
         raise ValueError(
             f"noise model {noisy.name} is for encoder {noisy.cfg.encoder.name!r} ({noisy.dim}-d), "
@@ -391,28 +391,22 @@ def _load_noise_model(
 def run_defend(
     data: str,
     defenses: list[str],
-    model: str = "default",
     out: str = "defend",
     split: str = "test",
     limit: int | None = None,
     attack_k: list[int] | None = None,
     noise_model: str | None = None,
-    device: str = "cpu",
+    decoding: Decoding = Decoding(),
     *,
-    strategy: str | None = None,
-    num_steps: int | None = None,
-    seed: int = 0,
-    batch_size: int = 64,
     encoder=None,
     progress: bool = True,
-    sample: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Measure each defense's leakage (naive and adaptive attackers) and utility on the first
     ``limit`` rows of ``split`` ('all' for every row) of a prepared folder; writes defend.json,
     defend.md and privacy_utility.png into ``out`` and returns the defend.json dict.
 
-    A row 'none' (clean vectors) comes first as the baseline. ``encoder`` replaces the models'
-    encoder (tests); ``sample`` overrides the models' decoding settings (Inverter.load). Bad input
+    A row 'none' (clean vectors) comes first as the baseline. ``decoding`` applies to both models
+    (``decoding.model`` and ``noise_model``); ``encoder`` replaces their encoder (tests). Bad input
     raises ValueError with a one-line message before any inversion.
     """
     if not defenses:
@@ -421,14 +415,11 @@ def run_defend(
         raise ValueError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be a positive number of rows, got {limit}")
-    inv = Inverter.load(model, device=device, encoder=encoder, sample=sample)
-    strategy = strategy or inv.cfg.sample.strategy
-    num_steps = num_steps or inv.cfg.sample.num_steps
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
+    inv, d = decoding.load(encoder)
+    strategy, num_steps, seed, batch_size = d.strategy, d.steps, d.seed, d.batch_size
     parsed = [parse_defense(s, inv.dim) for s in dict.fromkeys(defenses)]
     _attack_sizes(attack_k, 1)  # bad values fail before any work
-    noise_inv = _load_noise_model(noise_model, inv, parsed, device, encoder, sample)
+    noise_inv = _load_noise_model(noise_model, inv, parsed, d, encoder)
     targets = load_targets(inv, None, data, None if split == "all" else split, limit)
     n = len(targets.texts)
     description = f"{data} split {split} ({n} rows, {targets.vector_source} vectors)"

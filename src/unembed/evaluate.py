@@ -55,6 +55,7 @@ from .metrics import (
 from .report import markdown_table, pyplot
 from .sampling import STRATEGIES
 from .schedule import corrupt, sample_t
+from .settings import Decoding
 
 log = logging.getLogger(__name__)
 
@@ -372,53 +373,39 @@ def run_sweep(
 # ---- the command ----------------------------------------------------------------------------------------
 
 
-def _check_args(texts, data, limit, rerank, batch_size) -> None:
+def _check_args(texts, data, limit, rerank) -> None:
     if (texts is None) == (data is None):
         raise ValueError("give exactly one of --texts FILE.txt or --data DIR")
     if limit is not None and limit <= 0:
         raise ValueError(f"--limit must be a positive number of texts, got {limit}")
-    if batch_size is None or batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     if rerank is None or rerank < 0 or rerank == 1:
         raise ValueError(f"--rerank must be 0 (off) or K >= 2 candidates, got {rerank}")
 
 
 def run_evaluate(
-    model: str = "default",
     texts: str | None = None,
     data: str | None = None,
     split: str = "test",
     limit: int | None = None,
-    strategy: str | None = None,
-    num_steps: int | None = None,
     out: str | None = None,
     sweep: bool = False,
     rerank: int = 0,
-    seed: int = 0,
-    device: str = "cpu",
-    batch_size: int = 64,
+    decoding: Decoding = Decoding(),
     *,
     encoder=None,
     latency_sample: int = 32,
     progress: bool = True,
-    sample: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``model`` end to end on a text file or a prepared split; returns the report dict.
+    """Evaluate ``decoding.model`` end to end on a text file or a prepared split; returns the report.
 
     The report holds REPORT_KEYS plus context (model, data, vector source, costs, teacher-forced
     accuracy); with ``sweep`` it also holds ``sweep``, a list of SWEEP_KEYS rows. Writes files only
     when ``out`` is given; prints Markdown tables to stdout. ``encoder`` replaces the model's encoder
-    (tests); ``sample`` overrides the model's decoding settings (Inverter.load). Bad input raises
-    ValueError with a one-line message.
+    (tests). Bad input raises ValueError with a one-line message.
     """
-    _check_args(texts, data, limit, rerank, batch_size)
-    inv = Inverter.load(model, device=device, encoder=encoder, sample=sample)
-    strategy = inv.cfg.sample.strategy if strategy is None else strategy
-    num_steps = inv.cfg.sample.num_steps if num_steps is None else num_steps
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
-    if not 1 <= num_steps <= inv.cfg.model.seq_len:
-        raise ValueError(f"steps must be between 1 and {inv.cfg.model.seq_len}, got {num_steps}")
+    _check_args(texts, data, limit, rerank)
+    inv, d = decoding.load(encoder)
+    strategy, num_steps, seed, batch_size = d.strategy, d.steps, d.seed, d.batch_size
     targets = load_targets(inv, texts, data, split, limit)
     ref_ids = inv.tokenizer.encode(targets.texts)
     attack = Attack(inv, strategy, num_steps, seed, rerank)

@@ -28,9 +28,9 @@ from .devices import check_device
 from .length import length_order, predict_lengths
 from .memory import keep_freed_memory, release_freed_memory
 from .metrics import cosine, token_accuracy_per_row
-from .names import LENGTH_MODES
 from .precision import for_inference
 from .sampling import STRATEGIES, StepState, denoise, final
+from .settings import LENGTH_MODES, MAX_BATCH
 from .text import DecoderTokenizer
 from .threads import free_cores
 
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 4096
 START_THREADS = torch.get_num_threads()  # torch's thread count when unembed was imported: the most decoding uses
 
 

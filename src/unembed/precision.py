@@ -38,7 +38,7 @@ from torch import nn
 
 from . import kernels
 from .model import needs_key_mask
-from .names import PRECISIONS
+from .settings import PRECISIONS
 
 log = logging.getLogger(__name__)
 

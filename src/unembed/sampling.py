@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import torch
 
 from . import kernels
-from .names import STRATEGIES
 from .schedule import alpha, t_for_masked_fraction
+from .settings import STRATEGIES
 
 
 @dataclass(frozen=True)

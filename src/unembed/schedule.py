@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from .names import SCHEDULE_KINDS as KINDS
+from .settings import SCHEDULE_KINDS as KINDS
 
 
 def _check(kind: str) -> None:
