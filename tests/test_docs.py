@@ -125,3 +125,16 @@ def test_readme_example_is_what_the_cli_prints():
     command, shown, _ = module.example((ROOT / "README.md").read_text(encoding="utf-8"))
     assert "--precision fp32" in command
     assert module.run(command) == shown, "run `python scripts/readme_example.py` and commit the README"
+
+
+def test_architecture_names_every_module_and_only_modules_that_exist():
+    """docs/architecture.md's module map covers the package: a new module must be placed in it, and
+    a module it names must exist."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    package = ROOT / "src" / "unembed"
+    named = set(re.findall(r"\*\*`([a-z_]+\.py)`\*\*", text))
+    on_disk = {p.name for p in package.glob("*.py")}
+    assert on_disk - named == set(), "modules missing from docs/architecture.md"
+    assert named - on_disk == set(), "docs/architecture.md names modules that do not exist"
+    for folder in re.findall(r"\*\*`([a-z_]+)/`\*\*", text):
+        assert (package / folder).is_dir(), folder
