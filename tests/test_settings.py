@@ -52,3 +52,12 @@ def test_load_gives_the_model_and_the_resolved_settings(tiny_model_dir):
     inv, d = Decoding(str(tiny_model_dir), precision="fp32").load()
     assert d.strategy == inv.cfg.sample.strategy and d.steps == inv.cfg.sample.num_steps
     assert inv.cfg.sample.precision == "fp32"
+
+
+def test_runtime_switches_are_read_from_the_environment_in_one_place():
+    from unembed.settings import Runtime
+
+    assert Runtime.from_env({}) == Runtime(kernels=True, openmp=True, trace=True, malloc=True)
+    env = {"UNEMBED_KERNELS": "0", "UNEMBED_OPENMP": " Off ", "UNEMBED_TRACE": "no", "UNEMBED_MALLOC": "1"}
+    assert Runtime.from_env(env) == Runtime(kernels=False, openmp=False, trace=False, malloc=True)
+    assert Runtime.from_env({"UNEMBED_TRACE": "false"}).trace is False

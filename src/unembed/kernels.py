@@ -45,6 +45,7 @@ from pathlib import Path
 import torch
 
 from .files import cache_root
+from .settings import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +58,14 @@ def c_source() -> str:
     return C_SOURCE_FILE.read_text(encoding="utf-8")
 
 
-def _env_on(name: str) -> bool:
-    """False where the environment sets ``name`` to 0, false, no or off."""
-    return os.environ.get(name, "1").strip().lower() not in ("0", "false", "no", "off")
-
-
 _FLAGS_NATIVE = ["-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno"]
 _FLAGS_PLAIN = ["-O3", "-fPIC", "-shared", "-fno-math-errno"]
 MIN_PARALLEL_ROWS = 16  # below this one thread does the rows (thread hand-off costs more)
 HEAD_PARTS = max(1, os.cpu_count() or 1)  # Int8Head's column parts: one per core, whatever is free
 ENABLED = True  # False: head_reduce declines and decoding uses torch (benchmarks compare both)
-# False (or UNEMBED_OPENMP=0 in the environment): the parallel parts run on Python threads, as
-# before session 13, even where the library was built with OpenMP (benchmarks compare both)
-OPENMP = _env_on("UNEMBED_OPENMP")
+# False (or UNEMBED_OPENMP=0, settings.Runtime): the parallel parts run on Python threads, even
+# where the library was built with OpenMP (benchmarks compare both)
+OPENMP = Runtime.from_env().openmp
 FUSED_HEAD = True  # False: Int8Head declines (int8 decoding then projects with torch and reduces with head_reduce)
 HEAD_CHUNK_GROUPS = 16  # Int8Head: 64-column groups per sweep over the rows (16 x 64 x 384 bytes = 384 KiB, in L2)
 
@@ -118,7 +114,7 @@ def _share_torchs_openmp(cc: str) -> bool:
     (docs/speed.md: x1.4-2 on the head alone). Clang links its own libomp, and a torch on another
     runtime would get a second team: both keep Python threads. So does ``UNEMBED_OPENMP=0``.
     """
-    if not _env_on("UNEMBED_OPENMP") or not hasattr(os, "RTLD_NOLOAD"):  # the environment, not OPENMP:
+    if not Runtime.from_env().openmp or not hasattr(os, "RTLD_NOLOAD"):  # the environment, not OPENMP:
         # a benchmark that turns OPENMP off before the first load must not get a build without it
         return False
     try:
@@ -172,7 +168,7 @@ def _load() -> ctypes.CDLL | None:
         if _tried:
             return _lib
         try:
-            if not _env_on("UNEMBED_KERNELS"):
+            if not Runtime.from_env().kernels:
                 _why = "disabled by UNEMBED_KERNELS=0"
             elif (cc := _compiler()) is None:
                 _why = "no C compiler found (cc, gcc, clang or $CC)"

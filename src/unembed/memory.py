@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import threading
+
+from .settings import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def release_freed_memory() -> None:
 
 def _apply() -> bool:
     global _libc
-    if os.environ.get("UNEMBED_MALLOC", "1") == "0":
+    if not Runtime.from_env().malloc:
         log.debug("UNEMBED_MALLOC=0: the allocator's thresholds are left as they are")
         return False
     try:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import threading
 import warnings
 
@@ -38,7 +37,7 @@ from torch import nn
 
 from . import kernels
 from .model import needs_key_mask
-from .settings import PRECISIONS
+from .settings import PRECISIONS, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +224,7 @@ def for_inference(
             out = torch.ao.quantization.quantize_dynamic(out, spec, dtype=torch.qint8)
             if row_scales:
                 out = row_scaled(out)
-        if trace if trace is not None else os.environ.get("UNEMBED_TRACE", "1") != "0":
+        if trace if trace is not None else Runtime.from_env().trace:
             out.traced_passes = TracedPasses()
         if kernels.int8_head_available():
             # The arg-max path (every strategy at temperature 0) projects and reduces in one int8

@@ -8,7 +8,9 @@ strategy and steps where none were chosen). The CLI's parser imports this module
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -92,3 +94,39 @@ class Decoding:
 
         inv = Inverter.load(self.model, device=self.device, encoder=encoder, sample=self.sample)
         return inv, self.resolved(inv.cfg)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How decoding runs on this machine, never what it decodes (the tokens are the same either
+    way): switches for comparisons and for machines where a speed-up misbehaves. Read from the
+    environment in one place (`from_env`); a variable set to 0, false, no or off turns its
+    switch off.
+
+    ======================  =========  =====================================================
+    variable                field      on (the default)
+    ======================  =========  =====================================================
+    ``UNEMBED_KERNELS``     kernels    the C kernels of `kernels` (off: torch operations)
+    ``UNEMBED_OPENMP``      openmp     the kernels' parts on torch's OpenMP threads
+                                       (off: Python threads)
+    ``UNEMBED_TRACE``       trace      the decoder passes as TorchScript graphs
+    ``UNEMBED_MALLOC``      malloc     glibc keeps large freed blocks for the next pass
+    ======================  =========  =====================================================
+
+    (``UNEMBED_CACHE`` and ``UNEMBED_MODELS`` are places, not switches: `files.cache_root`,
+    `catalog.models_path`.)
+    """
+
+    kernels: bool = True
+    openmp: bool = True
+    trace: bool = True
+    malloc: bool = True
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Runtime:
+        env = os.environ if environ is None else environ
+
+        def on(field: str) -> bool:
+            return env.get(f"UNEMBED_{field.upper()}", "1").strip().lower() not in ("0", "false", "no", "off")
+
+        return cls(**{f.name: on(f.name) for f in fields(cls)})
