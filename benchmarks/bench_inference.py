@@ -91,6 +91,7 @@ from common import (
 
 from unembed import kernels, sampling
 from unembed.sampling import HEAD_ROWS
+from unembed.schedule import Schedule
 
 # Decoding variants of --model: (precision, compact passes, rows per vocabulary-projection chunk
 # (0 = all masked positions of a pass at once, as before sampling.HEAD_ROWS), the arg-max path:
@@ -196,13 +197,11 @@ def invert_fn(model, cfg, strategy: str, steps: int, batch: int):
     from unembed.sampling import denoise, final
 
     cond = torch.nn.functional.normalize(torch.randn(batch, cfg.model.cond_dim, generator=_gen(1)), dim=-1)
-    sc, sa = cfg.schedule, cfg.sample
+    sa = cfg.sample
 
     def run(num_steps: int = steps):
         kw = {
-            "schedule": sc.kind,
-            "lam": sc.lam,
-            "eps": sc.eps,
+            "schedule": Schedule.from_config(cfg.schedule),
             "temperature": sa.temperature,
             "remask_ratio": sa.remask_ratio,
             "refine_ratio": sa.refine_ratio,
@@ -311,8 +310,8 @@ def model_invert_fn(inv, model, strategy: str, steps: int, cond: torch.Tensor, c
     from unembed.length import predict_lengths
     from unembed.sampling import denoise, final
 
-    sc, sa = inv.cfg.schedule, inv.cfg.sample
-    kw = {"schedule": sc.kind, "lam": sc.lam, "eps": sc.eps, "temperature": sa.temperature}
+    sa = inv.cfg.sample
+    kw = {"schedule": Schedule.from_config(inv.cfg.schedule), "temperature": sa.temperature}
     kw |= {"remask_ratio": sa.remask_ratio, "refine_ratio": sa.refine_ratio}
 
     def run(m=model):

@@ -63,10 +63,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def step_fn(model, cfg, batch: int, masked_counts: list[int]):
     """One training step closure on fixed random data; appends the masked count of each step."""
     from unembed.loss import diffusion_loss
-    from unembed.schedule import corrupt, sample_t
+    from unembed.schedule import Schedule
     from unembed.train import make_optimizer
 
-    m, sc, tc = cfg.model, cfg.schedule, cfg.train
+    m, tc, schedule = cfg.model, cfg.train, Schedule.from_config(cfg.schedule)
     gen = torch.Generator().manual_seed(0)
     x0 = torch.randint(1000, m.vocab_size, (batch, m.seq_len), generator=gen)
     cond = torch.nn.functional.normalize(torch.randn(batch, m.cond_dim, generator=gen), dim=-1)
@@ -74,9 +74,9 @@ def step_fn(model, cfg, batch: int, masked_counts: list[int]):
     ema = [p.detach().clone() for p in model.parameters()]
 
     def step():
-        t = sample_t(batch, sc.eps, sc.antithetic, gen)
-        xt, masked = corrupt(x0, t, m.mask_id, sc.kind, sc.lam, gen)
-        out = diffusion_loss(model, x0, xt, masked, t, cond, sc.kind, sc.lam)
+        t = schedule.sample_t(batch, gen)
+        xt, masked = schedule.corrupt(x0, t, m.mask_id, gen)
+        out = diffusion_loss(model, x0, xt, masked, t, cond, schedule)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         opt.step()

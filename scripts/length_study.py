@@ -31,6 +31,7 @@ from unembed.loss import length_targets
 from unembed.metrics import bleu, token_accuracy
 from unembed.prepare import PreparedData
 from unembed.sampling import denoise, final
+from unembed.schedule import Schedule
 
 
 def first_pass_lengths(model, cond: torch.Tensor) -> torch.Tensor:
@@ -55,9 +56,7 @@ def decode(model, cond, lengths, strategy, steps, sc, batch=128) -> np.ndarray:
                 strategy=strategy,
                 num_steps=steps,
                 generator=gen,
-                schedule=sc.kind,
-                lam=sc.lam,
-                eps=sc.eps,
+                schedule=Schedule.from_config(sc),
                 lengths=ln,
             )
         )

@@ -25,6 +25,7 @@ from unembed.length import predict_lengths
 from unembed.metrics import bleu, token_accuracy
 from unembed.precision import for_inference
 from unembed.sampling import denoise, final
+from unembed.schedule import Schedule
 
 # (precision, compact passes, int8 inputs on a scale per row (precision.RowScaledLinear) or per batch)
 VARIANTS = {
@@ -45,7 +46,7 @@ def decode(model, cond, inv, strategy, steps, compact, batch):
         n = predict_lengths(model, c)
         lens.append(n)
         gen = torch.Generator().manual_seed(0)
-        kw = dict(schedule=sc.kind, lam=sc.lam, eps=sc.eps, temperature=sa.temperature)
+        kw = dict(schedule=Schedule.from_config(sc), temperature=sa.temperature)
         kw |= dict(remask_ratio=sa.remask_ratio, refine_ratio=sa.refine_ratio)
         st = final(
             denoise(model, c, strategy=strategy, num_steps=steps, generator=gen, lengths=n, compact=compact, **kw)

@@ -8,6 +8,7 @@ import torch
 
 from unembed.gpujob import MAX_OUT_FILES, Exporter, ceiling_seq_per_s, dequantize, pack, quantize, read_pack, run_job
 from unembed.inverter import Inverter
+from unembed.schedule import Schedule
 
 LINES = [
     f"The {c} {a} walked to the {p} on a quiet morning in {m}."
@@ -48,18 +49,17 @@ def test_ceiling_of_the_small_preset():
     ceiling = ceiling_seq_per_s(m)  # 989 TFLOP/s over ~3.2 GFLOP a sequence
     assert 290_000 < ceiling < 320_000
     # t_power 0.5 masks two thirds of the positions on average: more head work, a lower ceiling
-    assert ceiling_seq_per_s(m, power=0.5) < ceiling
+    assert ceiling_seq_per_s(m, Schedule(t_power=0.5)) < ceiling
 
 
 def test_the_job_counts_flops_with_the_presets_t_power():
     """The job's FLOP count reads the config's t distribution: the GPU preset masks two thirds."""
     from unembed.config import load_config
-    from unembed.gpujob import _schedule, masked_share
 
-    assert masked_share(*_schedule(load_config("minilm-default"))) == pytest.approx(2 / 3, abs=2e-3)
-    assert masked_share(*_schedule(load_config("minilm-default", overrides=["schedule.t_power=1"]))) == pytest.approx(
-        0.5, abs=2e-3
-    )
+    share = Schedule.from_config(load_config("minilm-default").schedule).masked_share()
+    assert share == pytest.approx(2 / 3, abs=2e-3)
+    uniform = load_config("minilm-default", overrides=["schedule.t_power=1"]).schedule
+    assert Schedule.from_config(uniform).masked_share() == pytest.approx(0.5, abs=2e-3)
 
 
 @pytest.mark.parametrize("head", [0, 16])
@@ -81,9 +81,8 @@ def test_measure_inversion_times_batches_until_the_limit(tmp_path, minilm_tokeni
 @pytest.mark.parametrize("power, share", [(1.0, 0.5), (0.5, 2 / 3), (2.0, 1 / 3)])
 def test_masked_share_follows_the_t_power(power, share):
     """Linear schedule: the masked share is E[t], and t = u^power has mean 1 / (1 + power)."""
-    from unembed.gpujob import masked_share
 
-    assert masked_share("linear", 5.0, 1e-6, power) == pytest.approx(share, abs=1e-3)
+    assert Schedule("linear", 5.0, 1e-6, power).masked_share() == pytest.approx(share, abs=1e-3)
 
 
 @pytest.mark.slow

@@ -141,14 +141,14 @@ def test_cli_fit_length_saves_a_loadable_model_from_an_int8_default(
     import json
 
     from conftest import make_model_dir
-    from unembed import inverter
+    from unembed import encoders
     from unembed.checkpoint import load_model
     from unembed.cli import main
 
     src = make_model_dir(
         tmp_path / "src", minilm_tokenizer, 32, encoder_name="fake", overrides=["sample.precision=auto"]
     )
-    monkeypatch.setattr(inverter, "_load_tokenizer", lambda name: minilm_tokenizer)
+    monkeypatch.setattr(encoders, "load_tokenizer", lambda name: minilm_tokenizer)
     out = tmp_path / "with-head"
     data = str(varied_data.path)
     code = main(

@@ -90,3 +90,24 @@ def test_sample_t_power_biases_towards_heavy_masking(power, seed):
     assert abs(t.mean().item() - (1e-3 + (1 - 1e-3) / (1 + power))) < 2e-3
     uniform = sample_t(4096, eps=1e-3, antithetic=True, generator=torch.Generator().manual_seed(seed))
     assert (t.mean() > uniform.mean()) == (power < 1) or abs(power - 1) < 1e-6
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("power", [1.0, 0.5])
+def test_the_schedule_object_masks_the_share_it_promises(kind, power):
+    from unembed.config import load_config
+    from unembed.schedule import Schedule
+
+    s = Schedule(kind, 5.0, 1e-3, power)
+    gen = torch.Generator().manual_seed(0)
+    shares = []
+    for _ in range(200):
+        t = s.sample_t(64, gen)
+        shares.append(s.corrupt(torch.zeros(64, 32, dtype=torch.long), t, 1, gen)[1].float().mean().item())
+    assert sum(shares) / len(shares) == pytest.approx(s.masked_share(), abs=0.01)
+    uniform = s.sample_t(4096, gen, uniform=True)
+    assert float(uniform.mean()) == pytest.approx(0.5, abs=0.01)  # validation's t ignores t_power
+    cfg = load_config("minilm-default").schedule
+    assert Schedule.from_config(cfg) == Schedule(cfg.kind, cfg.lam, cfg.eps, cfg.t_power, cfg.antithetic)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        Schedule("cosine")

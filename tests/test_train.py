@@ -166,10 +166,10 @@ def test_fixed_capacity_loss_equals_the_boolean_gather():
 @pytest.mark.parametrize("kind,antithetic", [("linear", True), ("exp", True), ("linear", False)])
 def test_masked_capacity_holds_every_batch_and_saves_work(kind, antithetic):
     from unembed.loss import masked_capacity
-    from unembed.schedule import corrupt, sample_t
+    from unembed.schedule import Schedule, corrupt, sample_t
 
     batch, seq = 256, 32
-    cap = masked_capacity(batch, seq, kind, 5.0, 1e-3, antithetic)
+    cap = masked_capacity(batch, seq, Schedule(kind, 5.0, 1e-3, antithetic=antithetic))
     gen = torch.Generator().manual_seed(0)
     counts = []
     for _ in range(300):

@@ -54,7 +54,7 @@ from .metrics import (
 )
 from .report import markdown_table, pyplot
 from .sampling import STRATEGIES
-from .schedule import corrupt, sample_t
+from .schedule import Schedule
 from .settings import Decoding
 
 log = logging.getLogger(__name__)
@@ -300,14 +300,14 @@ def teacher_forced_accuracy(
     Returns the accuracy over all masked positions (as the training log reports it, padding
     included) and over masked positions up to and including the reference's EOS.
     """
-    sc, mc = inv.cfg.schedule, inv.cfg.model
+    schedule, mc = Schedule.from_config(inv.cfg.schedule), inv.cfg.model
     gen = torch.Generator(device=inv.device).manual_seed(seed)
     preds, masks = [], []
     for i in range(0, len(ref_ids), batch_size):
         x0 = torch.from_numpy(np.asarray(ref_ids[i : i + batch_size], np.int64)).to(inv.device)
         cond = inv.check_vectors(vectors[i : i + batch_size])
-        t = sample_t(x0.shape[0], sc.eps, True, gen, inv.device)
-        xt, masked = corrupt(x0, t, mc.mask_id, sc.kind, sc.lam, gen)
+        t = schedule.sample_t(x0.shape[0], gen, inv.device, uniform=True)
+        xt, masked = schedule.corrupt(x0, t, mc.mask_id, gen)
         pred = x0.clone()  # only masked positions are scored; logits only where needed
         pred[masked] = inv.model.logits(inv.model(xt, t, cond)[masked]).argmax(-1)
         preds.append(pred.cpu().numpy())

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from .files import atomic_path, bad_line, read_jsonl
+from .schedule import Schedule
 
 log = logging.getLogger(__name__)
 
@@ -271,15 +272,6 @@ def train_flops_per_seq(mcfg, masked_share: float) -> float:
     return 3 * forward
 
 
-def masked_share(kind: str, lam: float, eps: float, power: float = 1.0) -> float:
-    """E[1 - alpha(t)] for t = eps + (1 - eps) u^power, u uniform (``schedule.sample_t``): the share
-    of positions the head runs on (0.50 for the linear schedule, 0.67 with ``t_power`` 0.5)."""
-    from .schedule import alpha
-
-    u = (torch.arange(4096, dtype=torch.float64) + 0.5) / 4096
-    return float((1 - alpha(eps + (1 - eps) * u**power, kind, lam)).mean())
-
-
 def measure_matmul_peak(device: torch.device) -> float:
     """bf16 FLOP/s of an 8192^3 product on random data (mean of 10 after 3 warm-ups); 0 on CPU."""
     if device.type != "cuda":
@@ -370,7 +362,7 @@ def run_job(
     }
     exporter = Exporter(out_dir, work_dir / "export", info["encoder"], shard_mb, summary, t0)
     trainer = Trainer(cfg, work_dir / "run", progress=False, on_save=exporter, deadline=deadline)
-    summary["flops_per_seq"] = train_flops_per_seq(trainer.cfg.model, masked_share(*_schedule(trainer.cfg)))
+    summary["flops_per_seq"] = train_flops_per_seq(trainer.cfg.model, trainer.schedule.masked_share())
     trainer.run()  # its last save exports the run's model (on_save)
     exporter.finish(trainer.out)  # job.json final now: a measurement cut off by the lease loses nothing
     left = t0 + 60 * minutes - INVERT_RESERVE_S - time.time()
@@ -405,7 +397,8 @@ def measure_inversion(
     model = for_inference(model, "bf16" if device.type == "cuda" else "auto")
     vectors = torch.from_numpy(np.asarray(vectors, dtype=np.float32)).to(device)
     vectors = torch.nn.functional.normalize(vectors, dim=-1)
-    sc, sync = cfg.schedule, (torch.cuda.synchronize if device.type == "cuda" else (lambda: None))
+    schedule = Schedule.from_config(cfg.schedule)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     done, t0 = 0, time.time()
     with torch.inference_mode():
         if cfg.model.length_head:
@@ -415,7 +408,7 @@ def measure_inversion(
         for i in range(0, len(order), batch):
             take = order[i : i + batch]
             rows_len = None if lengths is None else lengths[take]
-            kw = {"schedule": sc.kind, "lam": sc.lam, "eps": sc.eps, "lengths": rows_len}
+            kw = {"schedule": schedule, "lengths": rows_len}
             final(
                 denoise(
                     model, vectors[take], strategy="confidence", num_steps=steps, compact=rows_len is not None, **kw
@@ -438,10 +431,6 @@ def measure_inversion(
         "precision": getattr(model, "precision", "fp32"),
         "device": str(device),
     }
-
-
-def _schedule(cfg) -> tuple[str, float, float, float]:
-    return cfg.schedule.kind, cfg.schedule.lam, cfg.schedule.eps, cfg.schedule.t_power
 
 
 class Exporter:
@@ -530,8 +519,7 @@ def _replace_into(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
-def ceiling_seq_per_s(
-    mcfg, kind: str = "linear", lam: float = 5.0, eps: float = 1e-3, peak: float = H200_BF16_DENSE, power: float = 1.0
-):
-    """Sequences/s if every FLOP ran at ``peak``: the bound no recipe on this model can pass."""
-    return peak / train_flops_per_seq(mcfg, masked_share(kind, lam, eps, power))
+def ceiling_seq_per_s(mcfg, schedule: Schedule = Schedule(), peak: float = H200_BF16_DENSE) -> float:
+    """Sequences/s if every FLOP ran at ``peak``: the bound no recipe on this model can pass (the head
+    runs at the masked positions: ``schedule.masked_share()`` of them)."""
+    return peak / train_flops_per_seq(mcfg, schedule.masked_share())

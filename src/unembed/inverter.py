@@ -30,6 +30,7 @@ from .memory import keep_freed_memory, release_freed_memory
 from .metrics import cosine, token_accuracy_per_row
 from .precision import for_inference
 from .sampling import STRATEGIES, StepState, denoise, final
+from .schedule import Schedule
 from .settings import LENGTH_MODES, MAX_BATCH
 from .text import DecoderTokenizer
 from .threads import free_cores
@@ -180,7 +181,7 @@ class Inverter:
         batch (with the per-row int8 scales of ``precision``, the same vector gives the same text
         in a batch of any size).
         """
-        sc, sa = self.cfg.schedule, self.cfg.sample
+        sa = self.cfg.sample
         strategy = strategy or sa.strategy
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
@@ -205,9 +206,7 @@ class Inverter:
             strategy=strategy,
             num_steps=num_steps,
             generator=gen,
-            schedule=sc.kind,
-            lam=sc.lam,
-            eps=sc.eps,
+            schedule=Schedule.from_config(self.cfg.schedule),
             temperature=sa.temperature,
             remask_ratio=sa.remask_ratio,
             refine_ratio=sa.refine_ratio,

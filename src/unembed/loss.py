@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .schedule import alpha, loss_weight
+from .schedule import Schedule
 
 
 @dataclass
@@ -35,8 +35,7 @@ def diffusion_loss(
     masked: torch.Tensor,
     t: torch.Tensor,
     cond: torch.Tensor,
-    kind: str = "linear",
-    lam: float = 5.0,
+    schedule: Schedule = Schedule(),
     norm: str = "elbo",
     length_weight: float = 0.0,
     capacity: int | None = None,
@@ -58,7 +57,7 @@ def diffusion_loss(
         raise ValueError(f"unknown loss norm {norm!r} (known: elbo, masked-mean)")
     hidden = model(xt, t, cond)  # [B, L, W]
     if capacity is not None:
-        out = _fixed_capacity_loss(model, hidden, x0, masked, t, kind, lam, capacity, norm)
+        out = _fixed_capacity_loss(model, hidden, x0, masked, t, schedule, capacity, norm)
         return _with_length_loss(out, model, x0, cond, length_weight)
     if not bool(masked.any()):
         zero = hidden.sum() * 0.0
@@ -67,7 +66,7 @@ def diffusion_loss(
     target = x0[masked]
     ce = F.cross_entropy(logits, target, reduction="none")  # [M]
     if norm == "elbo":
-        w = loss_weight(t, kind, lam).unsqueeze(-1).expand_as(masked)[masked]
+        w = schedule.weight(t).unsqueeze(-1).expand_as(masked)[masked]
         loss = (w * ce).sum() / masked.numel()
     else:
         loss = ce.mean()
@@ -88,7 +87,7 @@ def _with_length_loss(out: LossOut, model, x0, cond, length_weight: float) -> Lo
     return out
 
 
-def _fixed_capacity_loss(model, hidden, x0, masked, t, kind, lam, capacity, norm="elbo") -> LossOut:
+def _fixed_capacity_loss(model, hidden, x0, masked, t, schedule: Schedule, capacity, norm="elbo") -> LossOut:
     flat = masked.reshape(-1)
     capacity = min(capacity, flat.numel())
     # A stable sort of "not masked" puts the masked positions first, in flat order.
@@ -99,7 +98,7 @@ def _fixed_capacity_loss(model, hidden, x0, masked, t, kind, lam, capacity, norm
     ce = F.cross_entropy(logits, target, reduction="none")  # [C]
     n = valid.sum()
     if norm == "elbo":
-        w = loss_weight(t, kind, lam).unsqueeze(-1).expand_as(masked).reshape(-1)[idx]
+        w = schedule.weight(t).unsqueeze(-1).expand_as(masked).reshape(-1)[idx]
         loss = (w * ce * valid).sum() / masked.numel()
     else:
         loss = (ce * valid).sum() / n.clamp(min=1.0)
@@ -110,16 +109,7 @@ def _fixed_capacity_loss(model, hidden, x0, masked, t, kind, lam, capacity, norm
     return LossOut(loss, (ce.detach() * valid).sum() / denom, acc, total, total - n)
 
 
-def masked_capacity(
-    batch: int,
-    seq_len: int,
-    kind: str,
-    lam: float,
-    eps: float,
-    antithetic: bool,
-    sigmas: float = 8.0,
-    power: float = 1.0,
-) -> int:
+def masked_capacity(batch: int, seq_len: int, schedule: Schedule, sigmas: float = 8.0) -> int:
     """Positions to gather per batch so that the masked count exceeds it with negligible odds.
 
     The masked count M of a batch is a sum of Binomial(L, p_b), p_b = 1 - alpha(t_b). With t drawn
@@ -127,11 +117,10 @@ def masked_capacity(
     B L^2 Var[p] (antithetic t makes sum_b p_b nearly constant: within L of its mean). Returns
     E[M] + sigmas * sd + L, rounded up to a multiple of 64 and at most B L.
     """
-    u = (torch.arange(4096, dtype=torch.float64) + 0.5) / 4096
-    p = 1.0 - alpha(eps + (1.0 - eps) * u**power, kind, lam)  # t as sample_t(power=...) draws it
+    p = schedule.masked_probabilities()  # at t as sample_t draws it
     mean = batch * seq_len * float(p.mean())
     var = batch * seq_len * float((p * (1 - p)).mean())
-    if not antithetic:
+    if not schedule.antithetic:
         var += batch * seq_len**2 * float(p.var())
     cap = mean + sigmas * math.sqrt(var) + seq_len
     return min(batch * seq_len, 64 * math.ceil(cap / 64))

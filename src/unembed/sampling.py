@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from . import kernels
-from .schedule import alpha, t_for_masked_fraction
+from .schedule import Schedule
 from .settings import STRATEGIES
 
 
@@ -97,7 +97,7 @@ def _argmax_confidence(model, hidden: torch.Tensor) -> tuple[torch.Tensor, torch
 class _Run:
     """Mutable decoding state shared by the strategies; emits immutable StepStates."""
 
-    def __init__(self, model, cond, num_steps, generator, kind, lam, eps, temperature, lengths=None, compact=True):
+    def __init__(self, model, cond, num_steps, generator, schedule, temperature, lengths=None, compact=True):
         cfg = model.cfg
         self.model, self.cond, self.num_steps = model, cond, num_steps
         b = cond.shape[0]
@@ -108,7 +108,7 @@ class _Run:
             if len(self.rows_gen) != b:
                 raise ValueError(f"give one generator per row: {len(self.rows_gen)} generators for {b} rows")
             generator = None
-        self.gen, self.kind, self.lam, self.eps, self.temperature = generator, kind, lam, eps, temperature
+        self.gen, self.schedule, self.temperature = generator, schedule, temperature
         self.mask_id, self.L = cfg.mask_id, cfg.seq_len
         self.ids = torch.full((b, self.L), cfg.mask_id, dtype=torch.long, device=cond.device)
         self.conf = torch.zeros(b, self.L, device=cond.device)
@@ -138,7 +138,7 @@ class _Run:
     def t_now(self) -> torch.Tensor:
         """[B] time matching each row's share of masked positions."""
         frac = self.masked.float().mean(1).tolist()
-        t = [t_for_masked_fraction(f, self.kind, self.lam, self.eps) for f in frac]
+        t = [self.schedule.t_for_masked(f) for f in frac]
         return torch.tensor(t, device=self.ids.device)
 
     def predict(self, t: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -236,10 +236,10 @@ def _euler_steps(run: _Run, remask_ratio: float):
     n = run.num_steps
     for i in range(n):
         t, s = 1.0 - i / n, 1.0 - (i + 1) / n
-        a_t = alpha(torch.tensor(t), run.kind, run.lam).item()
-        a_s = 1.0 if s <= 0 else alpha(torch.tensor(s), run.kind, run.lam).item()
+        a_t = run.schedule.alpha(torch.tensor(t)).item()
+        a_s = 1.0 if s <= 0 else run.schedule.alpha(torch.tensor(s)).item()
         p = 1.0 if s <= 0 else (a_s - a_t) / max(1.0 - a_t, 1e-12)
-        tok, conf = run.predict(max(t, run.eps))
+        tok, conf = run.predict(max(t, run.schedule.eps))
         u = run.uniform()
         reveal = run.masked & (u < p)
         committed_before = ~run.masked & ~run.fixed
@@ -275,9 +275,7 @@ def denoise(
     strategy: str = "confidence",
     num_steps: int = 8,
     generator: torch.Generator | Sequence[torch.Generator] | None = None,
-    schedule: str = "linear",
-    lam: float = 5.0,
-    eps: float = 1e-3,
+    schedule: Schedule = Schedule(),
     temperature: float = 0.0,
     remask_ratio: float = 0.05,
     refine_ratio: float = 0.25,
@@ -303,7 +301,7 @@ def denoise(
         raise ValueError(f"cond must be [B, {model.cfg.cond_dim}], got {list(cond.shape)}")
     if generator is None:
         generator = torch.Generator(device=cond.device).manual_seed(0)
-    run = _Run(model, cond, num_steps, generator, schedule, lam, eps, temperature, lengths, compact)
+    run = _Run(model, cond, num_steps, generator, schedule, temperature, lengths, compact)
     if strategy == "confidence":
         yield from _confidence_steps(run, reveal_counts_rows(run.masked.sum(1), num_steps))
     elif strategy == "euler":

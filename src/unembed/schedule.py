@@ -8,11 +8,16 @@ with probability ``1 - alpha(t)``. The MDLM ELBO weights the masked-token cross-
 * exp:     alpha(t) = exp(-lam * t)    ->  w(t) = lam / (exp(lam * t) - 1)
 
 (the spec's "log-linear schedule with lambda = 5" is the exp schedule with lam = 5).
+
+`Schedule` carries one model's choice (kind, rate, smallest time, how training draws t), is built
+from its config (`Schedule.from_config`) and passed whole to training, the loss and decoding; its
+methods are these formulas with its parameters.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -110,3 +115,53 @@ def reveal_length(
     rows = torch.rand(x0.shape[0], generator=generator, device=x0.device) < share
     given = rows[:, None] & (torch.arange(x0.shape[1], device=x0.device)[None] >= first[:, None])
     return torch.where(given, x0, xt), masked & ~given
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One model's masking schedule: ``kind`` and ``lam`` give alpha(t), ``eps`` is the smallest
+    time, and training draws t = eps + (1 - eps) u^t_power (antithetic or not, `sample_t`)."""
+
+    kind: str = "linear"
+    lam: float = 5.0
+    eps: float = 1e-3
+    t_power: float = 1.0
+    antithetic: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.kind)
+
+    @classmethod
+    def from_config(cls, sc) -> Schedule:
+        """From a config's ``schedule`` section (`config.ScheduleConfig`)."""
+        return cls(sc.kind, sc.lam, sc.eps, sc.t_power, sc.antithetic)
+
+    def alpha(self, t: torch.Tensor) -> torch.Tensor:
+        return alpha(t, self.kind, self.lam)
+
+    def weight(self, t: torch.Tensor) -> torch.Tensor:
+        """The ELBO weight w(t) of the masked cross-entropy."""
+        return loss_weight(t, self.kind, self.lam)
+
+    def t_for_masked(self, frac: float) -> float:
+        return t_for_masked_fraction(frac, self.kind, self.lam, self.eps)
+
+    def sample_t(self, batch: int, generator=None, device=None, uniform: bool = False) -> torch.Tensor:
+        """[B] training times as the schedule draws them; ``uniform``: antithetic uniform t, the same
+        for every recipe (validation and the teacher-forced measure)."""
+        if uniform:
+            return sample_t(batch, self.eps, True, generator, device)
+        return sample_t(batch, self.eps, self.antithetic, generator, device, self.t_power)
+
+    def corrupt(self, x0: torch.Tensor, t: torch.Tensor, mask_id: int, generator=None):
+        """(xt, masked) [B, L]: `corrupt` under this schedule."""
+        return corrupt(x0, t, mask_id, self.kind, self.lam, generator)
+
+    def masked_probabilities(self, points: int = 4096) -> torch.Tensor:
+        """1 - alpha(t) [points] (float64) at t drawn as training draws it, on an even grid of u."""
+        u = (torch.arange(points, dtype=torch.float64) + 0.5) / points
+        return 1.0 - self.alpha(self.eps + (1.0 - self.eps) * u**self.t_power)
+
+    def masked_share(self) -> float:
+        """E[1 - alpha(t)]: the share of positions training masks on average."""
+        return float(self.masked_probabilities().mean())

@@ -28,7 +28,7 @@ from .files import write_text
 from .loss import diffusion_loss, length_targets, masked_capacity
 from .metrics import token_accuracy
 from .model import Denoiser, init_from_encoder
-from .schedule import corrupt, reveal_length, sample_t
+from .schedule import Schedule, reveal_length
 
 log = logging.getLogger(__name__)
 
@@ -120,20 +120,19 @@ class LossModule(nn.Module):
     def __init__(
         self,
         model: Denoiser,
-        kind: str,
-        lam: float,
+        schedule: Schedule,
         capacity: int | None = None,
         norm: str = "elbo",
         length_weight: float = 0.0,
     ):
         super().__init__()
-        self.model, self.kind, self.lam, self.capacity = model, kind, lam, capacity
+        self.model, self.schedule, self.capacity = model, schedule, capacity
         self.norm, self.length_weight = norm, length_weight
 
     def forward(self, x0, xt, masked, t, cond):
         """-> (loss, ce, acc, dropped): 0-d tensors (dropped: masked positions over capacity)."""
         out = diffusion_loss(
-            self.model, x0, xt, masked, t, cond, self.kind, self.lam, self.norm, self.length_weight, self.capacity
+            self.model, x0, xt, masked, t, cond, self.schedule, self.norm, self.length_weight, self.capacity
         )
         dropped = out.dropped if out.dropped is not None else torch.zeros((), device=x0.device)
         return out.loss, out.ce, out.acc, dropped
@@ -335,15 +334,15 @@ class Trainer:
         self.resident = ResidentData(self.data, self.device) if cfg.train.resident else None
         self.step, self.elapsed, self.best = 0, 0.0, float("inf")
 
+    @property
+    def schedule(self) -> Schedule:
+        return Schedule.from_config(self.cfg.schedule)
+
     def _wrap(self) -> None:
         """The loss module as the step calls it: fixed head capacity, DDP, torch.compile."""
-        tc, sc = self.cfg.train, self.cfg.schedule
-        capacity = None
-        if tc.sync_free:
-            capacity = masked_capacity(
-                tc.batch_size, self.cfg.model.seq_len, sc.kind, sc.lam, sc.eps, sc.antithetic, power=sc.t_power
-            )
-        lm = LossModule(self.model, sc.kind, sc.lam, capacity, tc.loss_norm, tc.length_loss)
+        tc, schedule = self.cfg.train, self.schedule
+        capacity = masked_capacity(tc.batch_size, self.cfg.model.seq_len, schedule) if tc.sync_free else None
+        lm = LossModule(self.model, schedule, capacity, tc.loss_norm, tc.length_loss)
         self.loss_module = lm
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -401,7 +400,7 @@ class Trainer:
 
     def train_step(self) -> tuple[torch.Tensor, float]:
         """One optimizer step -> (loss, ce, acc, dropped) as a [4] tensor on the device, and the lr."""
-        tc, sc = self.cfg.train, self.cfg.schedule
+        tc, schedule = self.cfg.train, self.schedule
         self.model.train()
         lr = lr_at(self._progress(), self.step, self.cfg)
         for group in self.opt.param_groups:
@@ -412,8 +411,8 @@ class Trainer:
             x0, cond = self._fetch(self._next_rows())
             if tc.cond_noise > 0:
                 cond = cond + tc.cond_noise * torch.randn(cond.shape, generator=self.gen, device=self.device)
-            t = sample_t(x0.shape[0], sc.eps, sc.antithetic, self.gen, self.device, sc.t_power)
-            xt, masked = corrupt(x0, t, self.cfg.model.mask_id, sc.kind, sc.lam, self.gen)
+            t = schedule.sample_t(x0.shape[0], self.gen, self.device)
+            xt, masked = schedule.corrupt(x0, t, self.cfg.model.mask_id, self.gen)
             xt, masked = reveal_length(xt, masked, x0, self.cfg.model.eos_id, tc.length_reveal, self.gen)
             with self._autocast():
                 loss, ce, acc, dropped = self.loss_module(x0, xt, masked, t, cond)
@@ -468,7 +467,7 @@ class Trainer:
         """EMA weights: masked-token loss/accuracy (teacher-forced) and end-to-end decode accuracy."""
         from .sampling import denoise, final
 
-        tc, sc = self.cfg.train, self.cfg.schedule
+        tc, schedule = self.cfg.train, self.schedule
         ema_model = build_eval_copy(self.model, self.ema_state())
         rows = self.data.rows("validation")
         if len(rows) == 0:
@@ -479,10 +478,10 @@ class Trainer:
             gen.manual_seed(10_000 + i)
             chunk = rows[(i * tc.batch_size) % len(rows) :][: tc.batch_size]
             x0, cond = self._fetch(chunk)
-            t = sample_t(x0.shape[0], sc.eps, True, gen, self.device)  # uniform t: comparable across recipes
-            xt, masked = corrupt(x0, t, self.cfg.model.mask_id, sc.kind, sc.lam, gen)
+            t = schedule.sample_t(x0.shape[0], gen, self.device, uniform=True)  # comparable across recipes
+            xt, masked = schedule.corrupt(x0, t, self.cfg.model.mask_id, gen)
             with self._autocast():
-                out = diffusion_loss(ema_model, x0, xt, masked, t, cond, sc.kind, sc.lam)
+                out = diffusion_loss(ema_model, x0, xt, masked, t, cond, schedule)
                 # all masked, where decoding starts: the most sensitive early signal
                 ones = torch.ones_like(t)
                 full = diffusion_loss(
@@ -492,8 +491,7 @@ class Trainer:
                     torch.ones_like(masked),
                     ones,
                     cond,
-                    sc.kind,
-                    sc.lam,
+                    schedule,
                     "masked-mean",
                 )
             losses.append(out.loss.item())
@@ -510,9 +508,7 @@ class Trainer:
                     ema_model,
                     cond,
                     num_steps=min(tc.eval_decode_steps, self.cfg.model.seq_len),
-                    schedule=sc.kind,
-                    lam=sc.lam,
-                    eps=sc.eps,
+                    schedule=schedule,
                     lengths=ema_model.length_logits(cond).argmax(-1) if ema_model.has_length_head else None,
                 )
             )
