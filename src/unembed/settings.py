@@ -98,8 +98,9 @@ class Decoding:
 
 @dataclass(frozen=True)
 class Runtime:
-    """How decoding runs on this machine, never what it decodes (the tokens are the same either
-    way): switches for comparisons and for machines where a speed-up misbehaves. Read from the
+    """How decoding runs on this machine, not what it decodes (up to near-ties, where arithmetic in
+    another order can flip a token): switches for comparisons and for machines where a speed-up
+    misbehaves. Read from the
     environment in one place (`from_env`); a variable set to 0, false, no or off turns its
     switch off.
 
