@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from unembed.cli import build_parser
+from unembed.cli_args import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "models").glob("*/README.md"))]

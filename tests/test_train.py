@@ -8,10 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from unembed.batches import BatchOrder
 from unembed.checkpoint import load_state
 from unembed.config import load_config
 from unembed.prepare import PreparedData, run_prepare
-from unembed.train import BatchOrder, Trainer, train
+from unembed.train import Trainer, train
 
 SENTENCES = [
     f"Sentence number {w} talks about the {c} {a} in a short way."

@@ -368,40 +368,37 @@ def run_audit(
         risk_coef=RISK_COEF,
         records_format=RECORDS_FORMAT,
     )
+    engine = _invert_records(inv, d, out_dir, args, source, len(found.ids), refs, progress, ray, workers)
+    summary = summarise(out_dir / "reconstructions.jsonl", refs.label is not None, inv.tokenizer.reach)
+    if lists or entities != "off":
+        chunks = _chunks_with_texts(source, CHUNK_SIZE, limit, refs)  # scoring is cheap: big chunks
+        summary["identified"] = _identify(inv, d.model, chunks, out_dir, lists, len(found.ids), progress)
+    summary.update({k: args[k] for k in ("model", "encoder", "vectors", "strategy", "num_steps", "seed")})
+    summary.update(texts=refs.label, risk_score=RISK_SCORE, risk_definition=RISK_DEFINITION, entities_mode=entities)
+    summary.update(attacker=attacker, selection=selection, engine=engine)
+    write_report(out_dir, summary)
+    return summary
+
+
+def _invert_records(
+    inv: Inverter, d: Decoding, out_dir: Path, args: dict, source, n: int, refs, progress, ray, workers
+):
+    """Claim OUT, invert every record not yet recorded (here or on ``workers`` Ray actors), mark the
+    run complete; returns the engine the report names."""
     state = _claim(out_dir, args)
     engine = {"engine": "one process", "workers": 1, "device": d.device}
-    if state["done"] < len(found.ids):
+    if state["done"] < n:
         if ray is None:
-            _invert_all(inv, out_dir, state, source, len(found.ids), refs, progress)
+            _invert_all(inv, out_dir, state, source, n, refs, progress)
         else:
             from .cluster import ChunkPool
 
             with ChunkPool(d.model, workers, ray, d.device, d.sample) as pool:
                 engine = pool.describe()
-                _invert_all(inv, out_dir, state, source, len(found.ids), refs, progress, pool)
+                _invert_all(inv, out_dir, state, source, n, refs, progress, pool)
     state["complete"] = True
     files.write_json(out_dir / "progress.json", state)
-    summary = summarise(out_dir / "reconstructions.jsonl", refs.label is not None, inv.tokenizer.reach)
-    if lists or entities != "off":
-        chunks = _chunks_with_texts(source, CHUNK_SIZE, limit, refs)  # scoring is cheap: big chunks
-        summary["identified"] = _identify(inv, d.model, chunks, out_dir, lists, len(found.ids), progress)
-    summary.update(
-        model=inv.name,
-        encoder=inv.cfg.encoder.name,
-        vectors=source.label,
-        texts=refs.label,
-        strategy=d.strategy,
-        num_steps=d.steps,
-        seed=d.seed,
-        risk_score=RISK_SCORE,
-        risk_definition=RISK_DEFINITION,
-        entities_mode=entities,
-        attacker=attacker,
-        selection=selection,
-        engine=engine,
-    )
-    write_report(out_dir, summary)
-    return summary
+    return engine
 
 
 def _select(source: Source, inv: Inverter, limit, sample_size, seed: int, progress: bool):

@@ -365,16 +365,20 @@ def run_job(
     summary["flops_per_seq"] = train_flops_per_seq(trainer.cfg.model, trainer.schedule.masked_share())
     trainer.run()  # its last save exports the run's model (on_save)
     exporter.finish(trainer.out)  # job.json final now: a measurement cut off by the lease loses nothing
-    left = t0 + 60 * minutes - INVERT_RESERVE_S - time.time()
     if invert_n > 0:
-        if left >= 2.0:
-            from .prepare import PreparedData
-
-            vectors = PreparedData(work_dir / "data").vectors[:invert_n]
-            exporter.summary["inversion"] = measure_inversion(out_dir, vectors, device, left)
-        else:
-            exporter.summary["inversion"] = {"skipped": f"{max(left, 0.0):.1f} s left after the last export"}
+        left = t0 + 60 * minutes - INVERT_RESERVE_S - time.time()
+        exporter.summary["inversion"] = _time_inversion(out_dir, work_dir / "data", invert_n, device, left)
     return exporter.finish(trainer.out)
+
+
+def _time_inversion(model_dir: Path, data_dir: Path, n: int, device: torch.device, left: float) -> dict:
+    """`measure_inversion` of the exported model on up to ``n`` prepared vectors in the ``left``
+    seconds, or why it was skipped."""
+    if left < 2.0:
+        return {"skipped": f"{max(left, 0.0):.1f} s left after the last export"}
+    from .prepare import PreparedData
+
+    return measure_inversion(model_dir, PreparedData(data_dir).vectors[:n], device, left)
 
 
 INVERT_RESERVE_S = 5.0  # what the inversion measurement leaves of the job's minutes

@@ -507,6 +507,25 @@ class PreparedData:
 # ---------------------------------------------------------------------------------------------
 
 
+def _write_tokens(tok: DecoderTokenizer, texts, sources, splits: np.ndarray, out: Path) -> tuple[list, list]:
+    """ids.npy, split.npy and texts.jsonl of clean sentences, tokenised in blocks; returns the cut
+    texts and their token counts."""
+    cut, lengths = [], []
+    for start in range(0, len(texts), BLOCK * 16):
+        c, n = tok.fit(list(texts[start : start + BLOCK * 16]))
+        cut += c
+        lengths += n
+    ids = np.concatenate([tok.encode(cut[i : i + BLOCK * 16]) for i in range(0, len(cut), BLOCK * 16)])
+    np.save(out / "ids.npy", ids)
+    np.save(out / "split.npy", np.asarray(splits, dtype=np.uint8))
+    names = {v: k for k, v in SPLIT_CODES.items()}
+    with files.atomic(out / "texts.jsonl") as fh:
+        for text, name, code, n in zip(cut, sources, splits.tolist(), lengths):
+            rec = {"text": text, "source": name, "split": names[code], "tokens": n}
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    return cut, lengths
+
+
 def prepare_clean(
     texts: Sequence[str],
     sources: Sequence[str],
@@ -542,25 +561,14 @@ def prepare_clean(
     tok = DecoderTokenizer(enc.tokenizer, seq_len)
     timing["load_s"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
-    cut, lengths = [], []
-    for start in range(0, len(texts), BLOCK * 16):
-        c, n = tok.fit(list(texts[start : start + BLOCK * 16]))
-        cut += c
-        lengths += n
-    ids = np.concatenate([tok.encode(cut[i : i + BLOCK * 16]) for i in range(0, len(cut), BLOCK * 16)])
-    np.save(out / "ids.npy", ids)
-    np.save(out / "split.npy", np.asarray(splits, dtype=np.uint8))
-    names = {v: k for k, v in SPLIT_CODES.items()}
-    with open(out / "texts.jsonl", "w", encoding="utf-8") as fh:
-        for text, name, code, n in zip(cut, sources, splits.tolist(), lengths):
-            rec = {"text": text, "source": name, "split": names[code], "tokens": n}
-            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    cut, lengths = _write_tokens(tok, texts, sources, splits, out)
     timing["tokenize_s"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
     with torch.autocast(enc.device.type, dtype=torch.bfloat16, enabled=enc.device.type == "cuda"):
         vectors = _embed_chunk(enc, cut, batch_size, tqdm(disable=True))
     np.save(out / "vectors.npy", vectors.astype(np.dtype(dtype)))
     timing["embed_s"] = round(time.perf_counter() - t0, 2)
+    names = {v: k for k, v in SPLIT_CODES.items()}
     by_split = Counter(names[c] for c in splits.tolist())
     args = {
         "source": "pack",
