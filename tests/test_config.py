@@ -24,7 +24,7 @@ def test_presets_and_overrides():
         ("train.batch_size=abc", "train.batch_size"),
         ("train.lr=yes", "train.lr"),
         ("model.width=12.5", "model.width"),
-        ("schedule.kind=cosine", "schedule.kind"),
+        ("schedule.kind=nope", "schedule.kind"),
         ("trainlr", "key.sub=value"),
     ],
 )

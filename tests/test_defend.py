@@ -49,7 +49,7 @@ def data_dir(tmp_path_factory, enc):
 def run(models, enc, data_dir, out, **kw):
     kw = {"split": "all", "num_steps": 2, "progress": False, "encoder": enc, **kw}
     defenses = kw.pop("defenses", DEFENSES)
-    return df.run_defend(str(data_dir), defenses, str(out), decoding=decoding(models[0], kw), **kw)
+    return df.run_defend(str(data_dir), defenses, out=str(out), decoding=decoding(models[0], kw), **kw)
 
 
 @pytest.fixture(scope="module")

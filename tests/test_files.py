@@ -121,6 +121,12 @@ def test_partial_sink_renames_when_finished_and_keeps_finished_output(tmp_path):
     assert not out.exists() and (tmp_path / "out.jsonl.part.json").is_file()
     with pytest.raises(ValueError, match="partial run with other arguments"):
         files.JsonlSink.partial(out, {"model": "other"})
+    part = tmp_path / "out.jsonl.part"
+    kept = part.read_bytes()
+    part.write_bytes(b"")  # the data lost what the progress records (a power cut): say how to go on
+    with pytest.raises(ValueError, match="shorter than out.jsonl.part.json records: use --force to start over"):
+        files.JsonlSink.partial(out, {"model": "m"})
+    part.write_bytes(kept)
     sink = files.JsonlSink.partial(out, {"model": "m"})
     assert sink.done == 1
     sink.write([{"id": 1}])

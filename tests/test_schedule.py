@@ -77,7 +77,7 @@ def test_t_for_masked_fraction_inverts_alpha(kind, frac):
 
 def test_unknown_schedule():
     with pytest.raises(ValueError, match="unknown schedule"):
-        alpha(torch.tensor(0.5), "cosine")
+        alpha(torch.tensor(0.5), "nope")
 
 
 @settings(max_examples=30, deadline=None)
@@ -110,4 +110,16 @@ def test_the_schedule_object_masks_the_share_it_promises(kind, power):
     cfg = load_config("minilm-default").schedule
     assert Schedule.from_config(cfg) == Schedule(cfg.kind, cfg.lam, cfg.eps, cfg.t_power, cfg.antithetic)
     with pytest.raises(ValueError, match="unknown schedule"):
-        Schedule("cosine")
+        Schedule("nope")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@given(st.floats(1e-3, 1.0), st.floats(1e-3, 1.0))
+@settings(max_examples=50, deadline=None)
+def test_alpha_falls_from_one_and_the_weight_is_positive(kind, a, b):
+    lo, hi = sorted((a, b))
+    t = torch.tensor([lo, hi], dtype=torch.float64)
+    al = alpha(t, kind, 5.0)
+    assert 0.0 <= float(al[1]) <= float(al[0]) <= 1.0
+    assert float(alpha(torch.tensor(0.0, dtype=torch.float64), kind, 5.0)) == pytest.approx(1.0)
+    assert bool((loss_weight(t, kind, 5.0) > 0).all())

@@ -43,7 +43,7 @@ def test_resolved_takes_the_models_defaults_only_where_none_were_chosen():
     assert Decoding().resolved(cfg).strategy == "euler" and Decoding().resolved(cfg).steps == 8
     chosen = Decoding(strategy=STRATEGIES[0], steps=16).resolved(cfg)
     assert (chosen.strategy, chosen.steps) == (STRATEGIES[0], 16)
-    with pytest.raises(ValueError, match="steps must be between 1 and 16 for this model, got 17"):
+    with pytest.raises(ValueError, match="steps must be between 1 and 16 for model default, got 17"):
         Decoding(steps=17).resolved(cfg)
     assert Decoding(length="head", precision="fp32").sample == {"length": "head", "precision": "fp32"}
 

@@ -309,11 +309,11 @@ def _output_args(inv: Inverter, source: Source, refs: _Refs, **settings) -> dict
 
 def run_audit(
     vectors: str,
+    *,
     texts: str | None = None,
     out: str = "audit",
     limit: int | None = None,
     decoding: Decoding = Decoding(),
-    *,
     no_texts: bool = False,
     entities: str = "spacy",
     chunk_size: int | None = None,

@@ -30,7 +30,7 @@ def invert_vectors(
     *,
     force: bool = False,
     ray: str | None = None,
-    workers: int = 1,
+    workers: int = 2,
     progress: bool = True,
 ) -> int:
     """Invert every record of ``vectors`` (a file or store URI, `stores.open_source`) as ``decoding``
@@ -56,9 +56,11 @@ def invert_vectors(
     }
     sink = JsonlSink.partial(Path(out), run_args, force) if out else None
     done = sink.done if sink else 0
-    decoding = (strategy, steps, seed, batch_size)
-    payloads = ((c.ids, c.vectors, *decoding) for c in iter_chunks(source, batch_size, skip=done))
+    settings = (strategy, steps, seed, batch_size)
+    payloads = ((c.ids, c.vectors, *settings) for c in iter_chunks(source, batch_size, skip=done))
     with contextlib.ExitStack() as stack:
+        if sink:
+            stack.callback(sink.close)  # a failed run keeps what it recorded, for the rerun
         if ray is None:
             chunks = (invert_job(inv, p) for p in payloads)
         else:

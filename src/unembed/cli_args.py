@@ -92,7 +92,7 @@ def _add_inversion_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="'default', a name from `unembed models`, or a folder")
     p.add_argument("--strategy", type=_strategy, default=None, help=f"{' | '.join(STRATEGIES)} (model's default)")
     p.add_argument("--steps", type=_positive_int, default=None, help="decoder forward passes, 1..L (model's default)")
-    p.add_argument("--seed", type=_int, default=0, help="seed of the decoder's random draws")
+    p.add_argument("--seed", type=_count, default=0, help="seed of the decoder's random draws")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps")
     p.add_argument(
         "--length", choices=LENGTH_MODES, default=None, help="auto | head (length head fixes EOS first) | free"

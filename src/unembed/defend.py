@@ -391,13 +391,13 @@ def _load_noise_model(
 def run_defend(
     data: str,
     defenses: list[str],
+    *,
     out: str = "defend",
     split: str = "test",
     limit: int | None = None,
     attack_k: list[int] | None = None,
     noise_model: str | None = None,
     decoding: Decoding = Decoding(),
-    *,
     encoder=None,
     progress: bool = True,
 ) -> dict[str, Any]:

@@ -383,6 +383,7 @@ def _check_args(texts, data, limit, rerank) -> None:
 
 
 def run_evaluate(
+    *,
     texts: str | None = None,
     data: str | None = None,
     split: str = "test",
@@ -391,7 +392,6 @@ def run_evaluate(
     sweep: bool = False,
     rerank: int = 0,
     decoding: Decoding = Decoding(),
-    *,
     encoder=None,
     latency_sample: int = 32,
     progress: bool = True,

@@ -6,9 +6,10 @@ with a one-line ValueError that names the file for a missing file, a folder, a b
 bytes) and bytes that are not UTF-8 (with the line they are on), so that the user knows which of
 several files to fix and how.
 
-Every file unembed writes for a user is written whole or not at all: to a temporary name beside
-it, flushed, then renamed over the target (`atomic`). A reader of a half-written run sees the
-old file or the new one, never a torn one. Torch-free.
+The files unembed writes for a user (reports, JSON, models, outputs) are written whole or not
+at all: to a temporary name beside it, flushed, then renamed over the target (`atomic`), so a
+reader sees the old file or the new one, never a torn one; record streams go through
+`JsonlSink`, which resumes after its last recorded chunk. Torch-free.
 """
 
 from __future__ import annotations
@@ -194,7 +195,10 @@ class JsonlSink:
             state = old
         elif part.exists():
             part.unlink()
-        sink = cls(part, meta, state, sync)
+        try:
+            sink = cls(part, meta, state, sync)
+        except ValueError as e:  # the file lost what its progress records (a power cut, a hand edit)
+            raise ValueError(f"{e.args[0].split(': use another')[0]}: use --force to start over") from None
         sink.final = out
         write_json(meta, state, sync)
         return sink

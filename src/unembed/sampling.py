@@ -294,6 +294,8 @@ def denoise(
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a schedule.Schedule, e.g. Schedule('exp', lam=5.0), got {schedule!r}")
     L = model.cfg.seq_len
     if not 1 <= num_steps <= L:
         raise ValueError(f"num_steps must be between 1 and {L}, got {num_steps}")
@@ -308,8 +310,10 @@ def denoise(
         yield from _euler_steps(run, 0.0)
     elif strategy == "remask":
         yield from _euler_steps(run, remask_ratio)
-    else:
+    elif strategy == "two-stage":
         yield from _two_stage_steps(run, refine_ratio)
+    else:  # a name in settings.STRATEGIES without its branch here
+        raise ValueError(f"strategy {strategy!r} has no implementation in sampling.denoise")
 
 
 def final(states: Iterator[StepState]) -> StepState:

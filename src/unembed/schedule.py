@@ -32,13 +32,21 @@ def _check(kind: str) -> None:
 def alpha(t: torch.Tensor, kind: str = "linear", lam: float = 5.0) -> torch.Tensor:
     """Probability that a token is clean at time t (elementwise)."""
     _check(kind)
-    return 1.0 - t if kind == "linear" else torch.exp(-lam * t)
+    if kind == "linear":
+        return 1.0 - t
+    if kind == "exp":
+        return torch.exp(-lam * t)
+    raise ValueError(f"schedule {kind!r} has no alpha(t)")
 
 
 def loss_weight(t: torch.Tensor, kind: str = "linear", lam: float = 5.0) -> torch.Tensor:
     """ELBO weight -alpha'(t) / (1 - alpha(t)) of the masked cross-entropy."""
     _check(kind)
-    return 1.0 / t if kind == "linear" else lam / torch.expm1(lam * t)
+    if kind == "linear":
+        return 1.0 / t
+    if kind == "exp":
+        return lam / torch.expm1(lam * t)
+    raise ValueError(f"schedule {kind!r} has no loss weight")
 
 
 def t_for_masked_fraction(frac: float, kind: str = "linear", lam: float = 5.0, eps: float = 1e-3) -> float:
@@ -47,8 +55,10 @@ def t_for_masked_fraction(frac: float, kind: str = "linear", lam: float = 5.0, e
     frac = min(max(frac, 0.0), 1.0)
     if kind == "linear":
         t = frac
-    else:
+    elif kind == "exp":
         t = 1.0 if frac >= 1.0 - math.exp(-lam) else -math.log1p(-frac) / lam
+    else:
+        raise ValueError(f"schedule {kind!r} has no inverse")
     return min(max(t, eps), 1.0)
 
 

@@ -84,7 +84,7 @@ class Decoding:
             steps=self.steps if self.steps is not None else cfg.sample.num_steps,
         )
         if out.steps > cfg.model.seq_len:
-            raise ValueError(f"steps must be between 1 and {cfg.model.seq_len} for this model, got {out.steps}")
+            raise ValueError(f"steps must be between 1 and {cfg.model.seq_len} for model {self.model}, got {out.steps}")
         return out
 
     def load(self, encoder=None) -> tuple[Inverter, Decoding]:
