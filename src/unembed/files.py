@@ -162,16 +162,25 @@ class JsonlSink:
     ``sync`` also puts each chunk on the disk before recording it (the audit's choice); without it
     a killed process still loses nothing, a power cut may lose the last chunks."""
 
-    def __init__(self, path: Path, progress_path: Path, state: dict, sync: bool = True):
+    def __init__(
+        self,
+        path: Path,
+        progress_path: Path,
+        state: dict,
+        sync: bool = True,
+        final: Path | None = None,
+        fix: str = "use another --out",
+    ):
+        """``final``: where `finish` moves the file (None: it stays); ``fix``: what the error for a
+        file shorter than its record tells the user to do."""
         self.path, self.progress_path, self.state, self.sync = Path(path), Path(progress_path), state, sync
+        self.final = final
         state.setdefault("done", 0)
         state.setdefault("bytes", 0)
         if not self.path.is_file() and state["bytes"] == 0:
             self.path.write_bytes(b"")
         if not self.path.is_file() or self.path.stat().st_size < state["bytes"]:
-            raise ValueError(
-                f"{self.path} is missing or shorter than {self.progress_path.name} records: use another --out"
-            )
+            raise ValueError(f"{self.path} is missing or shorter than {self.progress_path.name} records: {fix}")
         with open(self.path, "r+b") as fh:
             fh.truncate(state["bytes"])
         self.fh = open(self.path, "ab")
@@ -195,15 +204,9 @@ class JsonlSink:
             state = old
         elif part.exists():
             part.unlink()
-        try:
-            sink = cls(part, meta, state, sync)
-        except ValueError as e:  # the file lost what its progress records (a power cut, a hand edit)
-            raise ValueError(f"{e.args[0].split(': use another')[0]}: use --force to start over") from None
-        sink.final = out
+        sink = cls(part, meta, state, sync, final=out, fix="use --force to start over")
         write_json(meta, state, sync)
         return sink
-
-    final: Path | None = None
 
     @property
     def done(self) -> int:
